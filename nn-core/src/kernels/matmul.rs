@@ -1,0 +1,266 @@
+//! Matrix multiplication over strided views: `C (+)= A · B`.
+//!
+//! Transposes are strides, never copies: a linear layer's `X · Wᵀ` reads `W` (`[out, in]`,
+//! row-major) with its strides swapped. Small products (a layer of a tiny MLP, batch 1) run in
+//! hand-written loops with many accumulators, where a library call's setup would dominate;
+//! large ones go to the `gemm` crate (AVX-512 micro-kernels with its `x86-v4` feature) and,
+//! above a size where it pays, to both cores. The thresholds come from `cargo bench`
+//! (see benches/README.md).
+
+use crate::kernels::vector::{axpy, dot};
+use crate::Float;
+
+/// Below this many multiply-adds the hand-written loops beat the `gemm` crate's setup.
+const SMALL_PRODUCT: usize = 48 * 1024;
+/// Above this many multiply-adds splitting one product over the threads pays.
+const PARALLEL_PRODUCT: usize = 2 * 1024 * 1024;
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Copy, Clone, Debug)]
+pub struct MatRef<'a, E> {
+    pub data: &'a [E],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// A writable strided matrix view.
+#[derive(Debug)]
+pub struct MatMut<'a, E> {
+    pub data: &'a mut [E],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a, E> MatRef<'a, E> {
+    /// A row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a [E], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major `rows x cols` matrix stored in `data` (a `cols x rows` view).
+    pub fn transposed(data: &'a [E], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows: cols,
+            cols: rows,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> E
+    where
+        E: Copy,
+    {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+}
+
+impl<'a, E> MatMut<'a, E> {
+    /// A row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a mut [E], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `C = A · B`, or `C += A · B` when `accumulate` is set.
+///
+/// Panics if the views' dimensions disagree or a view reaches past its slice: callers are the
+/// layers, whose shapes are fixed by their types, so a mismatch is a bug in this crate.
+pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "matmul: [{m}x{k}] · [{}x{n}] into [{}x{}]",
+        b.rows,
+        c.rows,
+        c.cols
+    );
+    assert!(
+        a.fits() && b.fits() && c.fits(),
+        "matmul: a view reaches past its buffer"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    c.data[i * c.row_stride + j * c.col_stride] = E::ZERO;
+                }
+            }
+        }
+        return;
+    }
+    let work = m * n * k;
+    if work <= SMALL_PRODUCT {
+        small_matmul(a, b, c, accumulate);
+    } else {
+        let parallelism = if work >= PARALLEL_PRODUCT && rayon::current_num_threads() > 1 {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: `fits()` checked above that every index `(i, j)` with `i < rows`, `j < cols`
+        // of each view, at its strides, lies inside its slice; the dimensions agree (asserted),
+        // `c` is borrowed mutably so it cannot alias `a` or `b`, and strides fit in isize
+        // because they index into an allocation (at most isize::MAX bytes).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.data.as_mut_ptr(),
+                c.col_stride as isize,
+                c.row_stride as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.data.as_ptr(),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                E::ONE,
+                E::ONE,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+}
+
+/// Loops for small products, picking the form whose inner loop is contiguous.
+fn small_matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if a.col_stride == 1 && b.row_stride == 1 {
+        // Rows of A against columns of B, both contiguous: one dot product per output.
+        for i in 0..m {
+            let a_row = &a.data[i * a.row_stride..][..k];
+            for j in 0..n {
+                let b_col = &b.data[j * b.col_stride..][..k];
+                let out = &mut c.data[i * c.row_stride + j * c.col_stride];
+                let value = dot(a_row, b_col);
+                *out = if accumulate { *out + value } else { value };
+            }
+        }
+    } else if b.col_stride == 1 && c.col_stride == 1 {
+        // Rows of B and C contiguous: C[i, :] += A[i, p] · B[p, :].
+        for i in 0..m {
+            let c_row = &mut c.data[i * c.row_stride..][..n];
+            if !accumulate {
+                c_row.fill(E::ZERO);
+            }
+            for p in 0..k {
+                axpy(a.at(i, p), &b.data[p * b.row_stride..][..n], c_row);
+            }
+        }
+    } else {
+        for i in 0..m {
+            for j in 0..n {
+                let mut value = E::ZERO;
+                for p in 0..k {
+                    value += a.at(i, p) * b.at(p, j);
+                }
+                let out = &mut c.data[i * c.row_stride + j * c.col_stride];
+                *out = if accumulate { *out + value } else { value };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &MatRef<'_, f64>, b: &MatRef<'_, f64>) -> Vec<f64> {
+        let mut out = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                out[i * b.cols + j] = (0..a.cols).map(|p| a.at(i, p) * b.at(p, j)).sum();
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: f64) -> Vec<f64> {
+        (0..n).map(|i| ((i as f64 + seed) * 0.731).sin()).collect()
+    }
+
+    #[test]
+    fn every_transpose_form_matches_the_naive_product_small_and_large() {
+        for &(m, k, n) in &[
+            (3, 5, 4),
+            (1, 64, 32),
+            (32, 64, 32),
+            (64, 300, 70),
+            (70, 64, 513),
+        ] {
+            let a_data = values(m * k, 1.0);
+            let b_data = values(k * n, 2.0);
+            let forms = [
+                (
+                    MatRef::row_major(&a_data[..], m, k),
+                    MatRef::row_major(&b_data[..], k, n),
+                ),
+                (
+                    MatRef::transposed(&a_data[..], k, m),
+                    MatRef::transposed(&b_data[..], n, k),
+                ),
+                (
+                    MatRef::row_major(&a_data[..], m, k),
+                    MatRef::transposed(&b_data[..], n, k),
+                ),
+                (
+                    MatRef::transposed(&a_data[..], k, m),
+                    MatRef::row_major(&b_data[..], k, n),
+                ),
+            ];
+            for (a, b) in forms {
+                let expected = naive(&a, &b);
+                let mut c = vec![1.0; m * n];
+                matmul(a, b, MatMut::row_major(&mut c, m, n), false);
+                for (x, y) in c.iter().zip(&expected) {
+                    assert!((x - y).abs() < 1e-9, "m={m} k={k} n={n}: {x} vs {y}");
+                }
+                matmul(a, b, MatMut::row_major(&mut c, m, n), true);
+                for (x, y) in c.iter().zip(&expected) {
+                    assert!((x - 2.0 * y).abs() < 1e-9, "accumulate m={m} k={k} n={n}");
+                }
+            }
+        }
+    }
+}

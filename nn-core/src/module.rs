@@ -1,0 +1,105 @@
+//! The one interface every layer and every generated network implements.
+//!
+//! A training step is `forward_train` through every module (each keeps what its backward
+//! needs in its `Cache`), then `backward` in reverse order. The caller owns the activations
+//! between modules, so a module's backward is given its own input `x` and output `y` again;
+//! the cache holds only what cannot be recomputed cheaply from them (dropout masks, pooling
+//! indices, gate values). Caches and gradients are allocated once, for the largest batch, and
+//! reused: a training step does not allocate.
+
+use crate::init::Rng;
+use crate::{Float, Shape, Tensor};
+
+/// A named parameter tensor, as the visitors hand it out.
+pub struct Param<'a, E> {
+    /// PyTorch's name for it, e.g. `classifier.3.bias`.
+    pub name: &'a str,
+    /// PyTorch's shape for it, e.g. `[out, in]` for a linear weight.
+    pub shape: &'a [usize],
+    pub values: &'a [E],
+}
+
+/// A named parameter tensor to be written (loading weights).
+pub struct ParamMut<'a, E> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub values: &'a mut [E],
+}
+
+/// A layer or a whole network: a differentiable map from `Input` to `Output` samples.
+pub trait Module<E: Float>: Sized + Send + Sync {
+    /// The shape of one input sample.
+    type Input: Shape;
+    /// The shape of one output sample.
+    type Output: Shape;
+    /// What a training forward keeps for the backward pass, sized for a maximum batch.
+    type Cache: Send;
+    /// The gradients of the parameters. Parametric layers use their own type, so a gradient has
+    /// exactly the layout (and the names) of the parameters it belongs to.
+    type Grads: Send;
+
+    /// The number of trainable parameters.
+    const PARAMS: usize;
+
+    /// PyTorch's default initialisation, drawn from `rng`.
+    fn init(rng: &mut Rng) -> Self;
+
+    /// A cache able to hold a training forward of up to `max_batch` samples.
+    fn new_cache(&self, max_batch: usize) -> Self::Cache;
+
+    /// Zero gradients.
+    fn new_grads(&self) -> Self::Grads;
+
+    /// Sets every gradient to zero.
+    fn zero_grads(grads: &mut Self::Grads);
+
+    /// Inference: `y = f(x)` (dropout off, normalisation with running statistics). The cache
+    /// serves as scratch space for intermediate activations.
+    fn forward(
+        &self,
+        x: &Tensor<Self::Input, E>,
+        y: &mut Tensor<Self::Output, E>,
+        cache: &mut Self::Cache,
+    );
+
+    /// Training forward: `y = f(x)`, keeping in `cache` what `backward` needs.
+    fn forward_train(
+        &mut self,
+        x: &Tensor<Self::Input, E>,
+        y: &mut Tensor<Self::Output, E>,
+        cache: &mut Self::Cache,
+    );
+
+    /// Back-propagates `dy = dL/dy`: adds the parameter gradients to `grads` (gradients
+    /// accumulate, as in PyTorch) and, when `dx` is given, writes `dL/dx` into it.
+    /// `x` and `y` are the input and output of the matching `forward_train`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &Tensor<Self::Input, E>,
+        y: &Tensor<Self::Output, E>,
+        dy: &Tensor<Self::Output, E>,
+        dx: Option<&mut Tensor<Self::Input, E>>,
+        cache: &mut Self::Cache,
+        grads: &mut Self::Grads,
+    );
+
+    /// Calls `f` on every parameter with its full name (`prefix` + PyTorch's local name).
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>));
+
+    /// Calls `f` on every parameter, mutably, with its full name.
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>));
+
+    /// Calls `f` on every (parameter, gradient) pair, in the order of `visit_params`.
+    /// This is the optimizers' path: it builds no names and does not allocate.
+    fn visit_params_and_grads(&mut self, grads: &Self::Grads, f: &mut dyn FnMut(&mut [E], &[E]));
+}
+
+/// Joins a parameter prefix and a local name the way PyTorch's state_dict does.
+pub fn join_name(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}

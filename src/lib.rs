@@ -1,0 +1,19 @@
+//! # nn
+//!
+//! Neural networks declared once in Rust source with [`network!`], which checks every layer's
+//! shape at compile time and generates monomorphized forward and backward code.
+//!
+//! See the README for a tour and ARCHITECTURE.md for how a `network!` invocation becomes code.
+
+pub use nn_core::*;
+pub use nn_macros::network;
+
+/// Everything a model file usually needs.
+pub mod prelude {
+    pub use nn_core::init::rng;
+    pub use nn_core::io::{load, save};
+    pub use nn_core::loss::{mse, softmax_cross_entropy};
+    pub use nn_core::optim::{Adam, Optimizer, Sgd};
+    pub use nn_core::{Float, Module, Rank1, Rank2, Rank3, Shape, Tensor, Workspace};
+    pub use nn_macros::network;
+}
