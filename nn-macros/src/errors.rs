@@ -1,0 +1,180 @@
+//! Every message `network!` can print, in one place, so they read alike: what is wrong, at
+//! which layer, with which shapes and numbers, and how to fix it.
+
+use proc_macro2::{Span, TokenStream};
+use syn::Ident;
+
+/// Formats a shape as written in `network!`: `[512, 7, 7]`.
+pub fn dims(shape: &[usize]) -> String {
+    let inner: Vec<String> = shape.iter().map(usize::to_string).collect();
+    format!("[{}]", inner.join(", "))
+}
+
+/// `4608 (512 x 3 x 3)` for a flattened volume, `32` for a vector.
+fn size_with_arithmetic(shape: &[usize]) -> String {
+    let total: usize = shape.iter().product();
+    if shape.len() > 1 {
+        let factors: Vec<String> = shape.iter().map(usize::to_string).collect();
+        format!("{total} ({})", factors.join(" x "))
+    } else {
+        total.to_string()
+    }
+}
+
+/// Where a layer's input comes from, for messages: "the network input" or "`0: linear(64 => 32)`".
+#[derive(Clone)]
+pub enum Source {
+    NetworkInput,
+    Layer { path: String, display: String },
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::NetworkInput => "the network input".to_string(),
+            Source::Layer { path, display } => format!("`{path}: {display}`"),
+        }
+    }
+}
+
+pub fn missing_input_shape(name: &Ident) -> syn::Error {
+    syn::Error::new(
+        name.span(),
+        format!(
+            "the network `{name}` needs its input shape after its name\n\
+             help: write the shape of one sample, e.g. `struct {name}: [784] {{ ... }}` or `struct {name}: [3, 224, 224] {{ ... }}`"
+        ),
+    )
+}
+
+pub fn unknown_layer(name: &Ident, suggestion: Option<&str>, known: &[&str]) -> syn::Error {
+    let hint = match suggestion {
+        Some(s) => format!("help: did you mean `{s}`?"),
+        None => format!("help: the layers are: {}", known.join(", ")),
+    };
+    syn::Error::new(name.span(), format!("unknown layer `{name}`\n{hint}"))
+}
+
+pub fn missing_argument(layer: &TokenStream, name: &str, what: &str, example: &str) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!("`{name}` needs {what}\nhelp: write e.g. `{example}`"),
+    )
+}
+
+pub fn unexpected_argument(span: Span, name: &str, usage: &str) -> syn::Error {
+    syn::Error::new(
+        span,
+        format!("unexpected argument to `{name}`\nhelp: `{name}` is written `{usage}`"),
+    )
+}
+
+pub fn zero_size(span: Span, name: &str) -> syn::Error {
+    syn::Error::new(span, format!("`{name}` sizes must be at least 1"))
+}
+
+pub fn in_features_mismatch(
+    layer: &TokenStream,
+    display: &str,
+    declared: usize,
+    input: &[usize],
+    source: &Source,
+    fix: &str,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` expects {declared} input features, but {} gives {}\n\
+             help: write `{fix}`, or leave the input size out to infer it",
+            source.describe(),
+            size_with_arithmetic(input)
+        ),
+    )
+}
+
+pub fn needs_vector(
+    layer: &TokenStream,
+    display: &str,
+    input: &[usize],
+    source: &Source,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` takes a vector of features, but {} gives {}\n\
+             help: put `flatten` before it to feed it {} features",
+            source.describe(),
+            dims(input),
+            size_with_arithmetic(input)
+        ),
+    )
+}
+
+pub fn annotation_mismatch(
+    annotation: Span,
+    display: &str,
+    actual: &[usize],
+    written: &[usize],
+    fix: Option<String>,
+) -> syn::Error {
+    let mut message = format!(
+        "`{display}` outputs {}, but the annotation says {}\nhelp: write `=> {}`",
+        dims(actual),
+        dims(written),
+        dims(actual)
+    );
+    if let Some(fix) = fix {
+        message.push_str(&format!(", or {fix}"));
+    }
+    syn::Error::new(annotation, message)
+}
+
+/// Joins several errors so that one compile reports them all.
+pub fn combine(errors: Vec<syn::Error>) -> Option<syn::Error> {
+    let mut iter = errors.into_iter();
+    let mut first = iter.next()?;
+    for e in iter {
+        first.combine(e);
+    }
+    Some(first)
+}
+
+/// The closest known name, for "did you mean" (edit distance at most 2, or a shared prefix).
+pub fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= 2 || (name.len() >= 3 && k.starts_with(name)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_pick_the_nearest_layer_name() {
+        let known = ["linear", "relu", "sigmoid", "tanh", "softmax"];
+        assert_eq!(closest("lineer", &known), Some("linear"));
+        assert_eq!(closest("sigmod", &known), Some("sigmoid"));
+        assert_eq!(closest("softm", &known), Some("softmax"));
+        assert_eq!(closest("convolution", &known), None);
+        assert_eq!(size_with_arithmetic(&[512, 3, 3]), "4608 (512 x 3 x 3)");
+    }
+}

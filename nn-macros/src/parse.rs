@@ -1,0 +1,234 @@
+//! Stage 1: tokens → syntax tree. Only the grammar is checked here; shapes are `check`'s job.
+//!
+//! ```text
+//! network    := attr* vis "struct" Ident ":" shape "{" items "}"
+//! items      := (item ("," item)* ","?)?
+//! item       := Ident ":" "{" items "}"            a named group (PyTorch nn.Sequential)
+//!             | layer ("=>" shape)?                 a layer, with an optional checked output shape
+//! layer      := Ident ("(" arg ("," arg)* ","? ")")?
+//! arg        := int | int "=>" int | Ident "=" (int | float | Ident | "(" int "," int ")")
+//! shape      := "[" int ("," int)* ","? "]"
+//! ```
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{
+    braced, bracketed, parenthesized, Attribute, Ident, LitFloat, LitInt, Token, Visibility,
+};
+
+use crate::errors;
+
+/// A whole `network!` invocation.
+pub struct Network {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub input: ShapeLit,
+    pub items: Vec<Item>,
+}
+
+/// A shape written in the source, e.g. `[3, 224, 224]`.
+#[derive(Clone)]
+pub struct ShapeLit {
+    pub dims: Vec<usize>,
+    pub span: Span,
+}
+
+pub enum Item {
+    Group { name: Ident, items: Vec<Item> },
+    Layer(Layer),
+}
+
+/// One layer call, e.g. `conv2d(64, kernel = 3, padding = 1) => [64, 224, 224]`.
+pub struct Layer {
+    pub name: Ident,
+    pub args: Vec<Arg>,
+    /// The expected output shape, when written.
+    pub annotation: Option<ShapeLit>,
+    /// All tokens of the call (without the annotation), for error spans.
+    pub tokens: TokenStream,
+}
+
+#[allow(dead_code)] // see ArgValue
+pub enum Arg {
+    /// `64`
+    Int(LitInt),
+    /// `784 => 512`
+    Mapping(LitInt, LitInt),
+    /// `name = value`
+    Named(Ident, ArgValue),
+}
+
+// The MLP layers take only sizes; the values of named arguments (`kernel = 3`,
+// `stride = (2, 2)`, `p = 0.5`) are read by the convolution and dropout layers.
+#[allow(dead_code)]
+pub enum ArgValue {
+    Int(LitInt),
+    Float(LitFloat),
+    Ident(Ident),
+    Pair(LitInt, LitInt),
+}
+
+impl Arg {
+    pub fn span(&self) -> Span {
+        match self {
+            Arg::Int(lit) => lit.span(),
+            Arg::Mapping(a, b) => a.span().join(b.span()).unwrap_or_else(|| a.span()),
+            Arg::Named(name, _) => name.span(),
+        }
+    }
+}
+
+impl Parse for Network {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        if !input.peek(Token![:]) {
+            return Err(errors::missing_input_shape(&name));
+        }
+        input.parse::<Token![:]>()?;
+        let shape: ShapeLit = input.parse()?;
+        let body;
+        braced!(body in input);
+        let items = parse_items(&body)?;
+        if !input.is_empty() {
+            return Err(input.error(
+                "unexpected tokens after the network's body; declare one network per `network!`",
+            ));
+        }
+        Ok(Network {
+            attrs,
+            vis,
+            name,
+            input: shape,
+            items,
+        })
+    }
+}
+
+fn parse_items(input: ParseStream) -> syn::Result<Vec<Item>> {
+    let items: Punctuated<Item, Token![,]> = Punctuated::parse_terminated(input)?;
+    Ok(items.into_iter().collect())
+}
+
+impl Parse for Item {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+            let name: Ident = input.parse()?;
+            input.parse::<Token![:]>()?;
+            let body;
+            braced!(body in input);
+            return Ok(Item::Group {
+                name,
+                items: parse_items(&body)?,
+            });
+        }
+        Ok(Item::Layer(input.parse()?))
+    }
+}
+
+impl Parse for Layer {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let name: Ident = input.parse()?;
+        let mut tokens = name.to_token_stream();
+        let mut args = Vec::new();
+        if input.peek(syn::token::Paren) {
+            let inner;
+            let paren = parenthesized!(inner in input);
+            let parsed: Punctuated<Arg, Token![,]> = Punctuated::parse_terminated(&inner)?;
+            args = parsed.into_iter().collect();
+            // Extend the span to the closing parenthesis so errors underline the whole call.
+            let mut group =
+                proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, TokenStream::new());
+            group.set_span(paren.span.join());
+            tokens.extend(std::iter::once(proc_macro2::TokenTree::Group(group)));
+        }
+        let annotation = if input.peek(Token![=>]) {
+            input.parse::<Token![=>]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Layer {
+            name,
+            args,
+            annotation,
+            tokens,
+        })
+    }
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Ident) {
+            let name: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let value = if input.peek(LitInt) {
+                ArgValue::Int(input.parse()?)
+            } else if input.peek(LitFloat) {
+                ArgValue::Float(input.parse()?)
+            } else if input.peek(syn::token::Paren) {
+                let inner;
+                parenthesized!(inner in input);
+                let a: LitInt = inner.parse()?;
+                inner.parse::<Token![,]>()?;
+                let b: LitInt = inner.parse()?;
+                ArgValue::Pair(a, b)
+            } else if input.peek(Ident) {
+                ArgValue::Ident(input.parse()?)
+            } else {
+                return Err(input.error(format!(
+                    "expected a value for `{name}`: a number, a pair `(2, 2)` or a name"
+                )));
+            };
+            return Ok(Arg::Named(name, value));
+        }
+        if input.peek(LitInt) {
+            let first: LitInt = input.parse()?;
+            if input.peek(Token![=>]) {
+                input.parse::<Token![=>]>()?;
+                let second: LitInt = input.parse()?;
+                return Ok(Arg::Mapping(first, second));
+            }
+            return Ok(Arg::Int(first));
+        }
+        Err(input
+            .error("expected a layer argument: a size like `128`, `784 => 128`, or `name = value`"))
+    }
+}
+
+impl Parse for ShapeLit {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if !input.peek(syn::token::Bracket) {
+            return Err(
+                input.error("expected a shape in brackets, like `[784]` or `[3, 224, 224]`")
+            );
+        }
+        let inner;
+        let bracket = bracketed!(inner in input);
+        let lits: Punctuated<LitInt, Token![,]> = Punctuated::parse_terminated(&inner)?;
+        let span = bracket.span.join();
+        if lits.is_empty() {
+            return Err(syn::Error::new(
+                span,
+                "a shape needs at least one dimension, like `[784]`",
+            ));
+        }
+        let mut dims = Vec::new();
+        for lit in &lits {
+            let value: usize = lit.base10_parse()?;
+            if value == 0 {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "a dimension must be at least 1",
+                ));
+            }
+            dims.push(value);
+        }
+        Ok(ShapeLit { dims, span })
+    }
+}
