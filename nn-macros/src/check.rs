@@ -211,7 +211,7 @@ fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
         "linear" => resolve_linear(layer),
         "relu" | "sigmoid" | "tanh" | "softmax" => {
             if let Some(arg) = layer.args.first() {
-                return Err(errors::unexpected_argument(arg.span(), &name, &name));
+                return Err(errors::takes_no_arguments(arg.span(), &name));
             }
             Ok(match name.as_str() {
                 "relu" => LayerKind::Activation(Activation::Relu),
@@ -250,9 +250,9 @@ fn resolve_linear(layer: &Layer) -> syn::Result<LayerKind> {
         }
         [Arg::Int(out)] => (0, positive(out, "linear")?),
         [Arg::Mapping(i, o)] => (positive(i, "linear")?, positive(o, "linear")?),
-        [Arg::Named(..), ..] => {
+        [first @ (Arg::Named(..) | Arg::Float(_)), ..] => {
             return Err(errors::unexpected_argument(
-                layer.args[0].span(),
+                first.span(),
                 "linear",
                 LINEAR_USAGE,
             ))

@@ -69,6 +69,13 @@ pub fn unexpected_argument(span: Span, name: &str, usage: &str) -> syn::Error {
     )
 }
 
+pub fn takes_no_arguments(span: Span, name: &str) -> syn::Error {
+    syn::Error::new(
+        span,
+        format!("`{name}` takes no arguments\nhelp: write `{name}`"),
+    )
+}
+
 pub fn zero_size(span: Span, name: &str) -> syn::Error {
     syn::Error::new(span, format!("`{name}` sizes must be at least 1"))
 }
@@ -84,10 +91,10 @@ pub fn in_features_mismatch(
     syn::Error::new_spanned(
         layer,
         format!(
-            "`{display}` expects {declared} input features, but {} gives {}\n\
+            "`{display}` expects {declared} input features, but gets {} from {}\n\
              help: write `{fix}`, or leave the input size out to infer it",
-            source.describe(),
-            size_with_arithmetic(input)
+            size_with_arithmetic(input),
+            source.describe()
         ),
     )
 }
@@ -101,10 +108,10 @@ pub fn needs_vector(
     syn::Error::new_spanned(
         layer,
         format!(
-            "`{display}` takes a vector of features, but {} gives {}\n\
+            "`{display}` takes a vector of features, but gets {} from {}\n\
              help: put `flatten` before it to feed it {} features",
-            source.describe(),
             dims(input),
+            source.describe(),
             size_with_arithmetic(input)
         ),
     )

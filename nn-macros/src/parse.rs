@@ -6,7 +6,7 @@
 //! item       := Ident ":" "{" items "}"            a named group (PyTorch nn.Sequential)
 //!             | layer ("=>" shape)?                 a layer, with an optional checked output shape
 //! layer      := Ident ("(" arg ("," arg)* ","? ")")?
-//! arg        := int | int "=>" int | Ident "=" (int | float | Ident | "(" int "," int ")")
+//! arg        := int | float | int "=>" int | Ident "=" (int | float | Ident | "(" int "," int ")")
 //! shape      := "[" int ("," int)* ","? "]"
 //! ```
 
@@ -55,6 +55,8 @@ pub struct Layer {
 pub enum Arg {
     /// `64`
     Int(LitInt),
+    /// `0.5`
+    Float(LitFloat),
     /// `784 => 512`
     Mapping(LitInt, LitInt),
     /// `name = value`
@@ -75,6 +77,7 @@ impl Arg {
     pub fn span(&self) -> Span {
         match self {
             Arg::Int(lit) => lit.span(),
+            Arg::Float(lit) => lit.span(),
             Arg::Mapping(a, b) => a.span().join(b.span()).unwrap_or_else(|| a.span()),
             Arg::Named(name, _) => name.span(),
         }
@@ -195,6 +198,9 @@ impl Parse for Arg {
                 return Ok(Arg::Mapping(first, second));
             }
             return Ok(Arg::Int(first));
+        }
+        if input.peek(LitFloat) {
+            return Ok(Arg::Float(input.parse()?));
         }
         Err(input
             .error("expected a layer argument: a size like `128`, `784 => 128`, or `name = value`"))

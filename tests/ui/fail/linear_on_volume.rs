@@ -1,0 +1,10 @@
+use nn::prelude::*;
+
+network! {
+    pub struct Head: [16, 5, 5] {
+        relu,
+        linear(120),
+    }
+}
+
+fn main() {}
