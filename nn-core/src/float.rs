@@ -40,6 +40,12 @@ pub trait Float:
     fn tanh(self) -> Self;
     fn sqrt(self) -> Self;
     fn max(self, other: Self) -> Self;
+    /// `self * a + b`, fused where the CPU has FMA (call it from code compiled with that
+    /// target feature; elsewhere it is a slow software routine).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Runs `f` with this thread's scratch buffer for matrix packing. The buffer only grows,
+    /// so after the first products of a given size no call allocates.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -82,6 +88,25 @@ macro_rules! impl_float {
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buffer) => {
+                        if buffer.len() < len {
+                            buffer.resize(len, 0.0);
+                        }
+                        f(&mut buffer[..len])
+                    }
+                    // Re-entered on this thread (a product inside a product): use a fresh buffer.
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
             }
             #[inline(always)]
             fn is_finite(self) -> bool {

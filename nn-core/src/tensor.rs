@@ -30,7 +30,7 @@ impl<S: Shape, E: Float> Tensor<S, E> {
 
     /// Wraps `data` (`batch * S::NUMEL` values, row-major); the batch is inferred.
     pub fn from_vec(data: Vec<E>) -> Result<Self, ShapeError> {
-        if S::NUMEL == 0 || data.len() % S::NUMEL != 0 {
+        if S::NUMEL == 0 || !data.len().is_multiple_of(S::NUMEL) {
             return Err(ShapeError::NotAWholeBatch {
                 len: data.len(),
                 dims: S::DIMS,

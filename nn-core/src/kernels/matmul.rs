@@ -3,17 +3,18 @@
 //! Transposes are strides, never copies: a linear layer's `X · Wᵀ` reads `W` (`[out, in]`,
 //! row-major) with its strides swapped. Small products (a layer of a tiny MLP, batch 1) run in
 //! hand-written loops with many accumulators, where a library call's setup would dominate;
-//! large ones go to the `gemm` crate (AVX-512 micro-kernels with its `x86-v4` feature) and,
-//! above a size where it pays, to both cores. The thresholds come from `cargo bench`
-//! (see benches/README.md).
+//! large ones go to the packed, blocked product in `gemm.rs` and, above a size where it pays,
+//! are split over both cores. The thresholds come from `cargo bench` (see benches/README.md).
 
+use crate::kernels::gemm::gemm;
+use crate::kernels::parallel::join;
 use crate::kernels::vector::{axpy, dot};
 use crate::Float;
 
-/// Below this many multiply-adds the hand-written loops beat the `gemm` crate's setup.
+/// Below this many multiply-adds the simple loops beat packing.
 const SMALL_PRODUCT: usize = 48 * 1024;
 /// Above this many multiply-adds splitting one product over the threads pays.
-const PARALLEL_PRODUCT: usize = 2 * 1024 * 1024;
+const PARALLEL_PRODUCT: usize = 512 * 1024;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Copy, Clone, Debug)]
@@ -127,39 +128,32 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
     let work = m * n * k;
     if work <= SMALL_PRODUCT {
         small_matmul(a, b, c, accumulate);
-    } else {
-        let parallelism = if work >= PARALLEL_PRODUCT && rayon::current_num_threads() > 1 {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        } else {
-            gemm::Parallelism::None
+    } else if work >= PARALLEL_PRODUCT && m >= 16 && c.row_stride > (n - 1) * c.col_stride {
+        // Rows of C (and of A) split into two disjoint halves, one per core.
+        let half = m / 2;
+        let (c_top, c_bottom) = c.data.split_at_mut(half * c.row_stride);
+        let a_top = MatRef { rows: half, ..a };
+        let a_bottom = MatRef {
+            data: &a.data[half * a.row_stride..],
+            rows: m - half,
+            ..a
         };
-        // SAFETY: `fits()` checked above that every index `(i, j)` with `i < rows`, `j < cols`
-        // of each view, at its strides, lies inside its slice; the dimensions agree (asserted),
-        // `c` is borrowed mutably so it cannot alias `a` or `b`, and strides fit in isize
-        // because they index into an allocation (at most isize::MAX bytes).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.data.as_mut_ptr(),
-                c.col_stride as isize,
-                c.row_stride as isize,
-                accumulate,
-                a.data.as_ptr(),
-                a.col_stride as isize,
-                a.row_stride as isize,
-                b.data.as_ptr(),
-                b.col_stride as isize,
-                b.row_stride as isize,
-                E::ONE,
-                E::ONE,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        let top = MatMut {
+            data: c_top,
+            rows: half,
+            ..c
+        };
+        let bottom = MatMut {
+            data: c_bottom,
+            rows: m - half,
+            ..c
+        };
+        join(
+            || gemm(a_top, b, top, accumulate),
+            || gemm(a_bottom, b, bottom, accumulate),
+        );
+    } else {
+        gemm(a, b, c, accumulate);
     }
 }
 

@@ -98,34 +98,20 @@ impl<const I: usize, const O: usize, E: Float> Module<E> for Linear<I, O, E> {
                 *g += *d;
             }
         }
-        let mut weight_grad = || {
+        matmul(
+            MatRef::transposed(dy_rows, batch, O),
+            MatRef::row_major(x.as_slice(), batch, I),
+            MatMut::row_major(&mut grads.weight, O, I),
+            true,
+        );
+        if let Some(dx) = dx {
+            dx.set_batch(batch);
             matmul(
-                MatRef::transposed(dy_rows, batch, O),
-                MatRef::row_major(x.as_slice(), batch, I),
-                MatMut::row_major(&mut grads.weight, O, I),
-                true,
-            )
-        };
-        match dx {
-            None => weight_grad(),
-            Some(dx) => {
-                dx.set_batch(batch);
-                let mut input_grad = || {
-                    matmul(
-                        MatRef::row_major(dy_rows, batch, O),
-                        MatRef::row_major(&self.weight, O, I),
-                        MatMut::row_major(dx.as_mut_slice(), batch, I),
-                        false,
-                    )
-                };
-                // The two products are independent: on a large layer, give each a core.
-                if batch * I * O >= 1 << 20 {
-                    rayon::join(weight_grad, input_grad);
-                } else {
-                    weight_grad();
-                    input_grad();
-                }
-            }
+                MatRef::row_major(dy_rows, batch, O),
+                MatRef::row_major(&self.weight, O, I),
+                MatMut::row_major(dx.as_mut_slice(), batch, I),
+                false,
+            );
         }
     }
 
@@ -181,7 +167,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         check_module::<Linear<5, 4, f64>>(3, 11);
-        // Large enough to take the gemm path and the parallel split in backward.
+        // Large enough to take the packed product split over both cores.
         check_module::<Linear<130, 70, f64>>(120, 12);
     }
 }

@@ -1,0 +1,239 @@
+//! A packed, cache-blocked matrix product `C (+)= A · B` for products too large for the
+//! simple loops in `matmul.rs`.
+//!
+//! The classic blocking: `B` is copied in `KC x NR` panels and `A` in `MR x KC` panels into a
+//! per-thread scratch buffer (grown once, so later calls do not allocate), then a micro-kernel
+//! keeps an `MR x NR` tile of `C` in registers while it streams both panels. The micro-kernel
+//! is plain Rust over fixed-size arrays that the compiler vectorises; it is compiled once for
+//! AVX-512, once for AVX2 (both with FMA) and once portably, and picked by runtime detection,
+//! so the speed does not depend on the `target-cpu` a user builds with.
+
+use super::matmul::{MatMut, MatRef};
+use crate::Float;
+
+/// Depth of a packed panel: `KC x NR` of B stays in L1 while the micro-kernel runs.
+const KC: usize = 256;
+/// Rows of A packed at once (a multiple of every MR): `MC x KC` of A stays in L2.
+const MC: usize = 96;
+/// Columns of B packed at once.
+const NC: usize = 1536;
+
+/// `C = A · B` (or `C += A · B`), for views whose dimensions agree and fit their buffers.
+pub fn gemm<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+    let wide = std::mem::size_of::<E>() == 4;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX-512F and FMA (detected just above), which is all
+            // a `#[target_feature]` function requires of its caller.
+            unsafe {
+                if wide {
+                    gemm_avx512::<E, 8, 32>(a, b, c, accumulate)
+                } else {
+                    gemm_avx512::<E, 8, 16>(a, b, c, accumulate)
+                }
+            };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            unsafe {
+                if wide {
+                    gemm_avx2::<E, 6, 16>(a, b, c, accumulate)
+                } else {
+                    gemm_avx2::<E, 6, 8>(a, b, c, accumulate)
+                }
+            };
+            return;
+        }
+    }
+    if wide {
+        blocked::<E, 4, 8, false>(a, b, c, accumulate)
+    } else {
+        blocked::<E, 4, 4, false>(a, b, c, accumulate)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,fma")]
+unsafe fn gemm_avx512<E: Float, const MR: usize, const NR: usize>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    blocked::<E, MR, NR, true>(a, b, c, accumulate)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_avx2<E: Float, const MR: usize, const NR: usize>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    blocked::<E, MR, NR, true>(a, b, c, accumulate)
+}
+
+/// The blocked product, for `MR x NR` register tiles; `FUSED` uses fused multiply-adds.
+#[inline(always)]
+fn blocked<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    mut c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let a_len = MC.div_ceil(MR) * MR * KC;
+    let b_len = NC.min(n.div_ceil(NR) * NR) * KC;
+    E::with_scratch(a_len + b_len, |scratch| {
+        let (a_pack, b_pack) = scratch.split_at_mut(a_len);
+        let mut jc = 0;
+        while jc < n {
+            let nc = NC.min(n - jc);
+            let mut pc = 0;
+            while pc < k {
+                let kc = KC.min(k - pc);
+                // The first depth block overwrites C unless the caller accumulates.
+                let add = accumulate || pc > 0;
+                pack_b::<E, NR>(&b, pc, kc, jc, nc, b_pack);
+                let mut ic = 0;
+                while ic < m {
+                    let mc = MC.min(m - ic);
+                    pack_a::<E, MR>(&a, ic, mc, pc, kc, a_pack);
+                    for jr in (0..nc).step_by(NR) {
+                        let b_panel = &b_pack[jr * kc..][..kc * NR];
+                        for ir in (0..mc).step_by(MR) {
+                            let a_panel = &a_pack[ir * kc..][..kc * MR];
+                            let tile = micro_kernel::<E, MR, NR, FUSED>(kc, a_panel, b_panel);
+                            store_tile(&tile, &mut c, ic + ir, jc + jr, add);
+                        }
+                    }
+                    ic += mc;
+                }
+                pc += kc;
+            }
+            jc += nc;
+        }
+    });
+}
+
+/// `MR x NR` of `A_panel · B_panel` over depth `kc`, in registers.
+#[inline(always)]
+fn micro_kernel<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
+    kc: usize,
+    a_panel: &[E],
+    b_panel: &[E],
+) -> [[E; NR]; MR] {
+    let mut tile = [[E::ZERO; NR]; MR];
+    for (a, b) in a_panel
+        .chunks_exact(MR)
+        .zip(b_panel.chunks_exact(NR))
+        .take(kc)
+    {
+        for i in 0..MR {
+            let ai = a[i];
+            for j in 0..NR {
+                tile[i][j] = if FUSED {
+                    ai.mul_add(b[j], tile[i][j])
+                } else {
+                    tile[i][j] + ai * b[j]
+                };
+            }
+        }
+    }
+    tile
+}
+
+/// Writes (or adds) the valid part of a tile into C at `(row, col)`.
+#[inline(always)]
+fn store_tile<E: Float, const MR: usize, const NR: usize>(
+    tile: &[[E; NR]; MR],
+    c: &mut MatMut<'_, E>,
+    row: usize,
+    col: usize,
+    add: bool,
+) {
+    let rows = MR.min(c.rows - row);
+    let cols = NR.min(c.cols - col);
+    for (i, tile_row) in tile.iter().enumerate().take(rows) {
+        let start = (row + i) * c.row_stride + col * c.col_stride;
+        if c.col_stride == 1 {
+            let out = &mut c.data[start..start + cols];
+            if add {
+                for (o, v) in out.iter_mut().zip(tile_row) {
+                    *o += *v;
+                }
+            } else {
+                out.copy_from_slice(&tile_row[..cols]);
+            }
+        } else {
+            for (j, value) in tile_row.iter().enumerate().take(cols) {
+                let out = &mut c.data[start + j * c.col_stride];
+                *out = if add { *out + *value } else { *value };
+            }
+        }
+    }
+}
+
+/// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of A into `MR`-row panels, each stored
+/// depth-major (`MR` values per depth step), zero-padded to a whole panel.
+#[inline(always)]
+fn pack_a<E: Float, const MR: usize>(
+    a: &MatRef<'_, E>,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    out: &mut [E],
+) {
+    for (panel, rows) in (0..mc).step_by(MR).enumerate() {
+        let dst = &mut out[panel * MR * kc..][..MR * kc];
+        let valid = MR.min(mc - rows);
+        for p in 0..kc {
+            for i in 0..MR {
+                dst[p * MR + i] = if i < valid {
+                    a.data[(ic + rows + i) * a.row_stride + (pc + p) * a.col_stride]
+                } else {
+                    E::ZERO
+                };
+            }
+        }
+    }
+}
+
+/// Packs rows `pc..pc+kc`, columns `jc..jc+nc` of B into `NR`-column panels, each stored
+/// depth-major (`NR` values per depth step), zero-padded to a whole panel.
+#[inline(always)]
+fn pack_b<E: Float, const NR: usize>(
+    b: &MatRef<'_, E>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    out: &mut [E],
+) {
+    for (panel, cols) in (0..nc).step_by(NR).enumerate() {
+        let dst = &mut out[panel * NR * kc..][..NR * kc];
+        let valid = NR.min(nc - cols);
+        for p in 0..kc {
+            let row = &mut dst[p * NR..][..NR];
+            let src = (pc + p) * b.row_stride + (jc + cols) * b.col_stride;
+            if b.col_stride == 1 && valid == NR {
+                row.copy_from_slice(&b.data[src..src + NR]);
+            } else {
+                for (j, value) in row.iter_mut().enumerate() {
+                    *value = if j < valid {
+                        b.data[src + j * b.col_stride]
+                    } else {
+                        E::ZERO
+                    };
+                }
+            }
+        }
+    }
+}
