@@ -1,0 +1,150 @@
+//! Training curves as PNG files, shared by the examples (`#[path = "common/plot.rs"] mod plot;`).
+//!
+//! Text is drawn with DejaVu Sans, compiled in (see `assets/fonts/README.md`), so the plots
+//! look the same on every machine and need no system fonts.
+
+// Each example uses only part of this file.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordu32;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// One chart: named curves over a common x axis that counts from 1 (epochs or steps).
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    /// A logarithmic y axis (for losses, which shrink by orders of magnitude).
+    pub log_y: bool,
+    /// `(legend, values)`; value `i` is drawn at x = `i + 1`.
+    pub series: &'a [(&'a str, &'a [f32])],
+}
+
+/// Draws `series` (e.g. `[("train", &train_loss), ("test", &test_loss)]`) against the epoch,
+/// on a logarithmic axis, as a PNG at `path`.
+pub fn plot_loss_curve(
+    path: impl AsRef<Path>,
+    title: &str,
+    series: &[(&str, &[f32])],
+) -> Result<(), Box<dyn Error>> {
+    plot_charts(
+        path,
+        &[Chart {
+            title,
+            x_label: "epoch",
+            y_label: "loss",
+            log_y: true,
+            series,
+        }],
+    )
+}
+
+/// Draws `charts` side by side, as a PNG at `path`.
+pub fn plot_charts(path: impl AsRef<Path>, charts: &[Chart<'_>]) -> Result<(), Box<dyn Error>> {
+    let path = path.as_ref();
+    // Fail early with a plain message if the file cannot be written at all.
+    std::fs::File::create(path)
+        .map_err(|e| format!("cannot write the plot {}: {e}", path.display()))?;
+    draw(path, charts).map_err(|e| format!("cannot write the plot {}: {e}", path.display()).into())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+fn draw(path: &Path, charts: &[Chart<'_>]) -> Result<(), Box<dyn Error>> {
+    register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the bundled font is not a valid TrueType font")?;
+    let width = 640 * charts.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    for (area, chart) in root
+        .split_evenly((1, charts.len().max(1)))
+        .iter()
+        .zip(charts)
+    {
+        draw_chart(area, chart)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_chart(area: &Area<'_>, chart: &Chart<'_>) -> Result<(), Box<dyn Error>> {
+    let points = chart.series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let x_range = 1..points.max(2) as u32;
+    // The range of the values that can be drawn (a log axis cannot show zero).
+    let drawable = |v: &f32| v.is_finite() && (!chart.log_y || *v > 0.0);
+    let values = chart.series.iter().flat_map(|(_, v)| v.iter().copied());
+    let (low, high) = values
+        .filter(drawable)
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(chart.title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64);
+    if chart.log_y {
+        let (low, high) = if low <= high { (low, high) } else { (0.1, 1.0) };
+        let y_range = (low / 1.25..high * 1.25).log_scale();
+        draw_curves(
+            builder.build_cartesian_2d(x_range, y_range)?,
+            chart,
+            drawable,
+        )
+    } else {
+        let (low, high) = if low <= high { (low, high) } else { (0.0, 1.0) };
+        let margin = ((high - low) * 0.05).max(1e-3);
+        let y_range = low - margin..high + margin;
+        draw_curves(
+            builder.build_cartesian_2d(x_range, y_range)?,
+            chart,
+            drawable,
+        )
+    }
+}
+
+fn draw_curves<'a, Y>(
+    mut context: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordu32, Y>>,
+    chart: &Chart<'_>,
+    drawable: impl Fn(&f32) -> bool,
+) -> Result<(), Box<dyn Error>>
+where
+    Y: Ranged<ValueType = f32> + ValueFormatter<f32>,
+{
+    context
+        .configure_mesh()
+        .x_desc(chart.x_label)
+        .y_desc(chart.y_label)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, (name, values)) in chart.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let curve = (1..)
+            .zip(values.iter().copied())
+            .filter(|(_, y)| drawable(y));
+        context
+            .draw_series(LineSeries::new(curve, color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    // With a single curve, the title says what it is.
+    if chart.series.len() > 1 {
+        context
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    Ok(())
+}
