@@ -1,9 +1,4 @@
-//! # nn
-//!
-//! Neural networks declared once in Rust source with [`network!`], which checks every layer's
-//! shape at compile time and generates monomorphized forward and backward code.
-//!
-//! See the README for a tour and ARCHITECTURE.md for how a `network!` invocation becomes code.
+#![doc = include_str!("../README.md")]
 
 pub use nn_core::*;
 pub use nn_macros::network;
