@@ -3,6 +3,8 @@
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
+
+use crate::kernels::{MatMut, MatRef};
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 /// A floating-point element type of a tensor.
@@ -46,6 +48,8 @@ pub trait Float:
     /// Runs `f` with this thread's scratch buffer for matrix packing. The buffer only grows,
     /// so after the first products of a given size no call allocates.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    /// The packed matrix product for this type (see `kernels::gemm`).
+    fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: MatMut<'_, Self>, accumulate: bool);
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -54,7 +58,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident) => {
+    ($t:ty, $dtype:ident, $gemm:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -88,6 +92,9 @@ macro_rules! impl_float {
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
+            }
+            fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: MatMut<'_, Self>, accumulate: bool) {
+                $gemm(a, b, c, accumulate)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -124,5 +131,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, F32);
-impl_float!(f64, F64);
+impl_float!(f32, F32, crate::kernels::gemm::gemm_f32);
+impl_float!(f64, F64, crate::kernels::gemm::gemm_generic::<f64>);

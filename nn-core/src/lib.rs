@@ -22,7 +22,9 @@ pub mod workspace;
 
 pub use error::{LossError, ShapeError};
 pub use float::Float;
-pub use module::{join_name, Module, Param, ParamMut};
+pub use module::{
+    join_name, Buffer, BufferMut, BufferValues, BufferValuesMut, Module, Param, ParamMut,
+};
 pub use shape::{Rank1, Rank2, Rank3, Shape};
 pub use summary::{Summary, SummaryRow};
 pub use tensor::Tensor;

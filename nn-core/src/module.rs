@@ -26,6 +26,33 @@ pub struct ParamMut<'a, E> {
     pub values: &'a mut [E],
 }
 
+/// A state tensor that is not trained but belongs to the model's state (PyTorch's buffers,
+/// e.g. batch norm's `running_mean`): saved and loaded with the weights.
+pub struct Buffer<'a, E> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub values: BufferValues<'a, E>,
+}
+
+/// The values of a buffer: floating point, or a count stored as int64 like PyTorch's
+/// `num_batches_tracked` (shape `[]`).
+pub enum BufferValues<'a, E> {
+    Float(&'a [E]),
+    Int64(&'a [i64]),
+}
+
+/// A buffer to be written (loading weights).
+pub struct BufferMut<'a, E> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub values: BufferValuesMut<'a, E>,
+}
+
+pub enum BufferValuesMut<'a, E> {
+    Float(&'a mut [E]),
+    Int64(&'a mut [i64]),
+}
+
 /// A layer or a whole network: a differentiable map from `Input` to `Output` samples.
 pub trait Module<E: Float>: Sized + Send + Sync {
     /// The shape of one input sample.
@@ -89,6 +116,13 @@ pub trait Module<E: Float>: Sized + Send + Sync {
 
     /// Calls `f` on every parameter, mutably, with its full name.
     fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>));
+
+    /// Calls `f` on every buffer (non-trained state saved with the weights) with its full name.
+    /// Most layers have none.
+    fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(Buffer<'_, E>)) {}
+
+    /// Calls `f` on every buffer, mutably.
+    fn visit_buffers_mut(&mut self, _prefix: &str, _f: &mut dyn FnMut(BufferMut<'_, E>)) {}
 
     /// Calls `f` on every (parameter, gradient) pair, in the order of `visit_params`.
     /// This is the optimizers' path: it builds no names and does not allocate.

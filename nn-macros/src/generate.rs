@@ -325,6 +325,16 @@ pub fn generate(checked: &Checked<'_>) -> TokenStream {
                 let _ = (prefix, f);
             }
 
+            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(::nn::Buffer<'_, E>)) {
+                #(<#types as ::nn::Module<E>>::visit_buffers(&self.#fields, &::nn::join_name(prefix, #paths), f);)*
+                let _ = (prefix, f);
+            }
+
+            fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(::nn::BufferMut<'_, E>)) {
+                #(<#types as ::nn::Module<E>>::visit_buffers_mut(&mut self.#fields, &::nn::join_name(prefix, #paths), f);)*
+                let _ = (prefix, f);
+            }
+
             fn visit_params_and_grads(&mut self, grads: &#grads_name<E>, f: &mut dyn FnMut(&mut [E], &[E])) {
                 #(<#types as ::nn::Module<E>>::visit_params_and_grads(&mut self.#fields, &grads.#fields, f);)*
                 let _ = (grads, f);

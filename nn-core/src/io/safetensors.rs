@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use thiserror::Error;
 
+use crate::module::{BufferValues, BufferValuesMut};
 use crate::shape::format_dims;
 use crate::{Float, Module};
 
@@ -71,33 +72,29 @@ pub fn load_bytes<E: Float, M: Module<E>>(model: &mut M, bytes: &[u8]) -> Result
         file.tensors().into_iter().collect();
 
     // Check everything first, so that a bad file changes nothing.
-    let mut expected = Vec::new();
-    model.visit_params("", &mut |p| {
-        expected.push((p.name.to_string(), p.shape.to_vec()))
-    });
     let mut views = HashMap::new();
-    for (name, shape) in &expected {
-        let Some(view) = in_file.remove(name) else {
+    for (name, shape, dtype) in expected_tensors(model) {
+        let Some(view) = in_file.remove(&name) else {
             return Err(WeightsError::Missing {
-                name: name.clone(),
-                expected: shape.clone(),
+                name,
+                expected: shape,
             });
         };
         if view.shape() != shape.as_slice() {
             return Err(WeightsError::WrongShape {
-                name: name.clone(),
-                expected: shape.clone(),
+                name,
+                expected: shape,
                 found: view.shape().to_vec(),
             });
         }
-        if view.dtype() != E::DTYPE {
+        if view.dtype() != dtype {
             return Err(WeightsError::WrongDtype {
-                name: name.clone(),
-                expected: E::DTYPE,
+                name,
+                expected: dtype,
                 found: view.dtype(),
             });
         }
-        views.insert(name.clone(), view);
+        views.insert(name, view);
     }
     if let Some((name, view)) = in_file.into_iter().next() {
         return Err(WeightsError::Unexpected {
@@ -106,13 +103,46 @@ pub fn load_bytes<E: Float, M: Module<E>>(model: &mut M, bytes: &[u8]) -> Result
         });
     }
 
-    model.visit_params_mut("", &mut |p| {
-        let data = views[p.name].data();
-        for (value, bytes) in p.values.iter_mut().zip(data.chunks_exact(E::BYTES)) {
-            *value = E::read_le(bytes);
+    model.visit_params_mut("", &mut |p| read_values(views[p.name].data(), p.values));
+    model.visit_buffers_mut("", &mut |b| match b.values {
+        BufferValuesMut::Float(values) => read_values(views[b.name].data(), values),
+        BufferValuesMut::Int64(values) => {
+            for (value, bytes) in values.iter_mut().zip(views[b.name].data().chunks_exact(8)) {
+                *value = i64::from_le_bytes(bytes.try_into().expect("chunks of 8 bytes"));
+            }
         }
     });
     Ok(())
+}
+
+/// Every tensor the model's state holds: (name, shape, dtype), parameters then buffers.
+fn expected_tensors<E: Float, M: Module<E>>(model: &M) -> Vec<(String, Vec<usize>, Dtype)> {
+    let mut expected = Vec::new();
+    model.visit_params("", &mut |p| {
+        expected.push((p.name.to_string(), p.shape.to_vec(), E::DTYPE))
+    });
+    model.visit_buffers("", &mut |b| {
+        let dtype = match b.values {
+            BufferValues::Float(_) => E::DTYPE,
+            BufferValues::Int64(_) => Dtype::I64,
+        };
+        expected.push((b.name.to_string(), b.shape.to_vec(), dtype));
+    });
+    expected
+}
+
+fn read_values<E: Float>(bytes: &[u8], values: &mut [E]) {
+    for (value, bytes) in values.iter_mut().zip(bytes.chunks_exact(E::BYTES)) {
+        *value = E::read_le(bytes);
+    }
+}
+
+fn encode_floats<E: Float>(values: &[E]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(values.len() * E::BYTES);
+    for v in values {
+        v.write_le(&mut bytes);
+    }
+    bytes
 }
 
 /// One parameter tensor, serialised.
@@ -141,15 +171,29 @@ impl View for &Encoded {
 pub fn to_bytes<E: Float, M: Module<E>>(model: &M) -> Result<Vec<u8>, WeightsError> {
     let mut tensors: Vec<(String, Encoded)> = Vec::new();
     model.visit_params("", &mut |p| {
-        let mut bytes = Vec::with_capacity(p.values.len() * E::BYTES);
-        for v in p.values {
-            v.write_le(&mut bytes);
-        }
+        let (dtype, shape, bytes) = (E::DTYPE, p.shape.to_vec(), encode_floats(p.values));
         tensors.push((
             p.name.to_string(),
             Encoded {
-                dtype: E::DTYPE,
-                shape: p.shape.to_vec(),
+                dtype,
+                shape,
+                bytes,
+            },
+        ));
+    });
+    model.visit_buffers("", &mut |b| {
+        let (dtype, bytes) = match b.values {
+            BufferValues::Float(values) => (E::DTYPE, encode_floats(values)),
+            BufferValues::Int64(values) => (
+                Dtype::I64,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        };
+        tensors.push((
+            b.name.to_string(),
+            Encoded {
+                dtype,
+                shape: b.shape.to_vec(),
                 bytes,
             },
         ));

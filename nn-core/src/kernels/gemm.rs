@@ -4,9 +4,9 @@
 //! The classic blocking: `B` is copied in `KC x NR` panels and `A` in `MR x KC` panels into a
 //! per-thread scratch buffer (grown once, so later calls do not allocate), then a micro-kernel
 //! keeps an `MR x NR` tile of `C` in registers while it streams both panels. The micro-kernel
-//! is plain Rust over fixed-size arrays that the compiler vectorises; it is compiled once for
-//! AVX-512, once for AVX2 (both with FMA) and once portably, and picked by runtime detection,
-//! so the speed does not depend on the `target-cpu` a user builds with.
+//! is written with AVX-512 intrinsics for f32 (the training type) and as plain Rust over
+//! fixed-size arrays otherwise (compiled for AVX2 + FMA where present); the variant is picked
+//! by runtime detection, so the speed does not depend on the `target-cpu` a user builds with.
 
 use super::matmul::{MatMut, MatRef};
 use crate::Float;
@@ -18,74 +18,90 @@ const MC: usize = 96;
 /// Columns of B packed at once.
 const NC: usize = 1536;
 
-/// `C = A · B` (or `C += A · B`), for views whose dimensions agree and fit their buffers.
-pub fn gemm<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+/// `C = A · B` (or `C += A · B`) for any element type, with the portable micro-kernel
+/// compiled for the best vector extension the CPU has.
+pub fn gemm_generic<E: Float>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
     let wide = std::mem::size_of::<E>() == 4;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU supports AVX-512F and FMA (detected just above), which is all
-            // a `#[target_feature]` function requires of its caller.
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above), which is all a
+            // `#[target_feature]` function requires of its caller.
             unsafe {
                 if wide {
-                    gemm_avx512::<E, 8, 32>(a, b, c, accumulate)
+                    generic_avx2::<E, 6, 16>(a, b, c, accumulate)
                 } else {
-                    gemm_avx512::<E, 8, 16>(a, b, c, accumulate)
+                    generic_avx2::<E, 6, 8>(a, b, c, accumulate)
                 }
             };
+            return;
+        }
+    }
+    blocked::<E, 4, 8>(a, b, c, accumulate, micro_kernel::<E, 4, 8, false>)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    blocked::<E, MR, NR>(a, b, c, accumulate, micro_kernel::<E, MR, NR, true>)
+}
+
+/// `C = A · B` (or `C += A · B`) in f32: an AVX-512 micro-kernel where the CPU has one.
+pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (detected just above).
+            unsafe { f32_avx512(a, b, c, accumulate) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe {
-                if wide {
-                    gemm_avx2::<E, 6, 16>(a, b, c, accumulate)
-                } else {
-                    gemm_avx2::<E, 6, 8>(a, b, c, accumulate)
-                }
-            };
+            unsafe { f32_avx2(a, b, c, accumulate) };
             return;
         }
     }
-    if wide {
-        blocked::<E, 4, 8, false>(a, b, c, accumulate)
-    } else {
-        blocked::<E, 4, 4, false>(a, b, c, accumulate)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn gemm_avx512<E: Float, const MR: usize, const NR: usize>(
-    a: MatRef<'_, E>,
-    b: MatRef<'_, E>,
-    c: MatMut<'_, E>,
-    accumulate: bool,
-) {
-    blocked::<E, MR, NR, true>(a, b, c, accumulate)
+    gemm_generic(a, b, c, accumulate)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_avx2<E: Float, const MR: usize, const NR: usize>(
-    a: MatRef<'_, E>,
-    b: MatRef<'_, E>,
-    c: MatMut<'_, E>,
-    accumulate: bool,
-) {
-    blocked::<E, MR, NR, true>(a, b, c, accumulate)
+unsafe fn f32_avx2(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+    blocked::<f32, 6, 16>(a, b, c, accumulate, |kc, a, b| {
+        // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
+        unsafe { avx2::kernel_6x16(kc, a, b) }
+    })
 }
 
-/// The blocked product, for `MR x NR` register tiles; `FUSED` uses fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_avx512(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+    blocked::<f32, 8, 32>(a, b, c, accumulate, |kc, a, b| {
+        // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
+        unsafe { avx512::kernel_8x32(kc, a, b) }
+    })
+}
+
+/// The blocked product, for `MR x NR` register tiles computed by `kernel`.
 #[inline(always)]
-fn blocked<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
+fn blocked<E: Float, const MR: usize, const NR: usize>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
     mut c: MatMut<'_, E>,
     accumulate: bool,
+    kernel: impl Fn(usize, &[E], &[E]) -> [[E; NR]; MR],
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let a_len = MC.div_ceil(MR) * MR * KC;
@@ -109,7 +125,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
                         let b_panel = &b_pack[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
                             let a_panel = &a_pack[ir * kc..][..kc * MR];
-                            let tile = micro_kernel::<E, MR, NR, FUSED>(kc, a_panel, b_panel);
+                            let tile = kernel(kc, a_panel, b_panel);
                             store_tile(&tile, &mut c, ic + ir, jc + jr, add);
                         }
                     }
@@ -120,6 +136,78 @@ fn blocked<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
             jc += nc;
         }
     });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`: 12 ymm accumulators, two
+    /// B vectors and one broadcast of A per row and depth step (15 of the 16 registers).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16(kc: usize, a: &[f32], b: &[f32]) -> [[f32; 16]; 6] {
+        let (a, b) = (&a[..kc * 6], &b[..kc * 16]);
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for (a, b) in a.chunks_exact(6).zip(b.chunks_exact(16)) {
+            // SAFETY: `b` holds exactly 16 floats, read as two unaligned vectors of 8.
+            let (b0, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(b.as_ptr()),
+                    _mm256_loadu_ps(b.as_ptr().add(8)),
+                )
+            };
+            for i in 0..6 {
+                let ai = _mm256_set1_ps(a[i]);
+                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+            }
+        }
+        let mut tile = [[0.0f32; 16]; 6];
+        for (row, acc) in tile.iter_mut().zip(acc) {
+            // SAFETY: each tile row holds exactly 16 floats, written as two vectors of 8.
+            unsafe {
+                _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+            }
+        }
+        tile
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// An 8 x 32 tile of `A_panel · B_panel` over depth `kc`: 16 zmm accumulators, two
+    /// B vectors and one broadcast of A per row and depth step.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_8x32(kc: usize, a: &[f32], b: &[f32]) -> [[f32; 32]; 8] {
+        let (a, b) = (&a[..kc * 8], &b[..kc * 32]);
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(32)) {
+            // SAFETY: `b` holds exactly 32 floats, read as two unaligned vectors of 16.
+            let (b0, b1) = unsafe {
+                (
+                    _mm512_loadu_ps(b.as_ptr()),
+                    _mm512_loadu_ps(b.as_ptr().add(16)),
+                )
+            };
+            for i in 0..8 {
+                let ai = _mm512_set1_ps(a[i]);
+                acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            }
+        }
+        let mut tile = [[0.0f32; 32]; 8];
+        for (row, acc) in tile.iter_mut().zip(acc) {
+            // SAFETY: each tile row holds exactly 32 floats, written as two vectors of 16.
+            unsafe {
+                _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+            }
+        }
+        tile
+    }
 }
 
 /// `MR x NR` of `A_panel · B_panel` over depth `kc`, in registers.

@@ -6,7 +6,6 @@
 //! large ones go to the packed, blocked product in `gemm.rs` and, above a size where it pays,
 //! are split over both cores. The thresholds come from `cargo bench` (see benches/README.md).
 
-use crate::kernels::gemm::gemm;
 use crate::kernels::parallel::join;
 use crate::kernels::vector::{axpy, dot};
 use crate::Float;
@@ -149,11 +148,11 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
             ..c
         };
         join(
-            || gemm(a_top, b, top, accumulate),
-            || gemm(a_bottom, b, bottom, accumulate),
+            || E::packed_gemm(a_top, b, top, accumulate),
+            || E::packed_gemm(a_bottom, b, bottom, accumulate),
         );
     } else {
-        gemm(a, b, c, accumulate);
+        E::packed_gemm(a, b, c, accumulate);
     }
 }
 
