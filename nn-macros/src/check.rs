@@ -1,6 +1,6 @@
 //! Stage 2: the shape checker. Walks the layers in order, infers each one's input from the
-//! previous output, resolves its arguments, computes its output shape, parameter count and
-//! multiply-adds, and verifies what the source states (explicit in-features, `=> [..]`).
+//! previous output, resolves it with the rules of the layer catalogue (`layers.rs`), and
+//! verifies what the source states (explicit in-features, `=> [..]`, residual shapes).
 //!
 //! Errors are collected, not returned at the first one, so one compile shows every mistake.
 //! After an error the rest of the network is still checked where its input is known (the
@@ -8,193 +8,117 @@
 //! `generate` can still emit a usable item and no follow-on errors appear.
 
 use proc_macro2::TokenStream;
-use syn::Ident;
+use syn::{Attribute, Ident, Visibility};
 
 use crate::errors::{self, Source};
-use crate::parse::{Arg, Item, Layer, Network};
-
-/// The layers `network!` knows, for "did you mean".
-pub const LAYER_NAMES: &[&str] = &["linear", "relu", "sigmoid", "tanh", "softmax"];
-
-/// What a layer computes, with its arguments resolved.
-#[derive(Clone, Debug, PartialEq)]
-pub enum LayerKind {
-    /// `nn.Linear(inputs, outputs)`.
-    Linear {
-        inputs: usize,
-        outputs: usize,
-    },
-    /// A pointwise activation; the name is the core's function type.
-    Activation(Activation),
-    Softmax,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    Relu,
-    Sigmoid,
-    Tanh,
-}
+use crate::layers::{self, Activation, LayerKind};
+use crate::parse::{Item, Layer, Network, Residual};
 
 /// A layer whose shapes are all known.
+#[derive(Clone)]
 pub struct CheckedLayer {
-    /// PyTorch's module path, e.g. `classifier.3`.
+    /// Its path inside the network that holds it (PyTorch's local name): `3`, `features.0`,
+    /// `conv1`. Parameter names are built from these at run time.
     pub path: String,
-    /// The Rust field holding it, e.g. `classifier_3`.
+    /// Its path from the top-level network, for the summary: `layer1.0.conv1`.
+    pub full_path: String,
+    /// The Rust field holding it, e.g. `features_0`.
     pub field: Ident,
-    pub kind: LayerKind,
+    pub kind: Kind,
     pub input: Vec<usize>,
     pub output: Vec<usize>,
     pub params: usize,
     pub macs: usize,
     /// The layer as the summary shows it, e.g. `linear(784 => 512)`.
     pub display: String,
+    /// A remark for the summary (and a warning), e.g. PyTorch's floor dropping a row.
     pub note: String,
     /// The call's tokens, so generated code can be spanned at it.
     pub tokens: TokenStream,
 }
 
-/// The checked network: everything `generate` needs.
-pub struct Checked<'a> {
-    pub network: &'a Network,
+#[derive(Clone)]
+pub enum Kind {
+    Layer(LayerKind),
+    Residual(ResidualBlock),
+}
+
+/// `y = body(x) + shortcut(x)`, then an optional activation.
+#[derive(Clone)]
+pub struct ResidualBlock {
+    pub body: Vec<CheckedLayer>,
+    /// None: the identity.
+    pub shortcut: Option<Vec<CheckedLayer>>,
+    pub activation: Option<Activation>,
+}
+
+/// A checked network: everything `generate` needs.
+pub struct Checked {
+    pub name: Ident,
+    pub vis: Visibility,
+    pub attrs: Vec<Attribute>,
+    pub input: Vec<usize>,
     pub layers: Vec<CheckedLayer>,
     pub output: Vec<usize>,
 }
 
-impl Checked<'_> {
-    pub fn params(&self) -> usize {
-        self.layers.iter().map(|l| l.params).sum()
+/// Checks the network; returns what could be checked and the errors found.
+pub fn check(network: &Network) -> (Checked, Vec<syn::Error>) {
+    let mut errors = Vec::new();
+    let mut walk = Walk::new(network.input.dims.clone(), String::new());
+    walk.items(&network.items, "", &mut errors);
+    if let Some(error) = vocabulary_check(&network.input.dims, &walk) {
+        errors.push(error);
+    }
+    let checked = Checked {
+        name: network.name.clone(),
+        vis: network.vis.clone(),
+        attrs: network.attrs.clone(),
+        input: network.input.dims.clone(),
+        output: walk.kept_output.clone(),
+        layers: walk.kept,
+    };
+    (checked, errors)
+}
+
+/// A language model (token ids in, one prediction per step out) must predict its own
+/// vocabulary.
+fn vocabulary_check(input: &[usize], walk: &Walk) -> Option<syn::Error> {
+    let (vocab, (tokens, display, output)) = (walk.vocabulary?, walk.last.as_ref()?);
+    match (input, output.as_slice()) {
+        ([_], [_, classes]) if *classes != vocab => Some(errors::vocabulary_mismatch(
+            tokens, display, *classes, vocab,
+        )),
+        _ => None,
     }
 }
 
-/// Checks the network; returns what could be checked and the errors found.
-pub fn check(network: &Network) -> (Checked<'_>, Vec<syn::Error>) {
-    let mut checker = Checker {
-        shape: Some(network.input.dims.clone()),
-        source: Source::NetworkInput,
-        layers: Vec::new(),
-        errors: Vec::new(),
-        output: network.input.dims.clone(),
-    };
-    checker.items(&network.items, "");
-    let Checker {
-        layers,
-        errors,
-        output,
-        ..
-    } = checker;
-    (
-        Checked {
-            network,
-            layers,
-            output,
-        },
-        errors,
-    )
-}
-
-struct Checker {
+/// The walk over one sequence of layers (a network, a residual body or a shortcut).
+struct Walk {
     /// The current shape, or None where an error left it unknown.
     shape: Option<Vec<usize>>,
     source: Source,
-    /// The layers checked before the first error.
-    layers: Vec<CheckedLayer>,
-    errors: Vec<syn::Error>,
-    /// The output shape of the last layer kept.
-    output: Vec<usize>,
+    /// The full path of the network holding these layers ("" at the top level).
+    prefix: String,
+    /// The layers checked before the first error anywhere.
+    kept: Vec<CheckedLayer>,
+    kept_output: Vec<usize>,
+    /// The vocabulary of the first embedding, for the output-head check.
+    vocabulary: Option<usize>,
+    /// The last layer seen: tokens, display and output.
+    last: Option<(TokenStream, String, Vec<usize>)>,
 }
 
-impl Checker {
-    fn items(&mut self, items: &[Item], prefix: &str) {
-        for (index, item) in items.iter().enumerate() {
-            let path = if prefix.is_empty() {
-                index.to_string()
-            } else {
-                format!("{prefix}.{index}")
-            };
-            match item {
-                Item::Group { name, items } => {
-                    let group = if prefix.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{prefix}.{name}")
-                    };
-                    self.items(items, &group);
-                }
-                Item::Layer(layer) => self.layer(layer, path),
-            }
-        }
-    }
-
-    fn fail(&mut self, error: syn::Error) {
-        self.errors.push(error);
-    }
-
-    fn layer(&mut self, layer: &Layer, path: String) {
-        let kind = match resolve(layer) {
-            Ok(kind) => Some(kind),
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        };
-        let output = match (&kind, &self.shape) {
-            (Some(kind), Some(input)) => match output_shape(kind, layer, input, &self.source) {
-                Ok(output) => Some(output),
-                Err(e) => {
-                    self.fail(e);
-                    // The layer's own output size is still known for a linear; go on from it.
-                    match kind {
-                        LayerKind::Linear { outputs, .. } => Some(vec![*outputs]),
-                        _ => None,
-                    }
-                }
-            },
-            _ => None,
-        };
-        let display = kind
-            .as_ref()
-            .map(|k| display(k, self.shape.as_deref()))
-            .unwrap_or_default();
-        if let (Some(annotation), Some(actual)) = (&layer.annotation, &output) {
-            if annotation.dims != *actual {
-                let fix = kind
-                    .as_ref()
-                    .and_then(|k| fix_for_output(k, &annotation.dims));
-                self.fail(errors::annotation_mismatch(
-                    annotation.span,
-                    &display,
-                    actual,
-                    &annotation.dims,
-                    fix,
-                ));
-            }
-        }
-        if self.errors.is_empty() {
-            if let (Some(kind), Some(input), Some(output)) = (kind, &self.shape, &output) {
-                let (params, macs) = cost(&kind, input, output);
-                self.layers.push(CheckedLayer {
-                    field: Ident::new(&field_name(&path), layer.name.span()),
-                    path: path.clone(),
-                    kind,
-                    input: input.clone(),
-                    output: output.clone(),
-                    params,
-                    macs,
-                    display: display.clone(),
-                    note: String::new(),
-                    tokens: layer.tokens.clone(),
-                });
-                self.output = output.clone();
-            }
-        }
-        // The next layer's input: what this layer outputs, or else what its annotation states.
-        self.shape = output.or_else(|| layer.annotation.as_ref().map(|a| a.dims.clone()));
-        self.source = Source::Layer { path, display };
+fn join(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
     }
 }
 
-/// The Rust field of a layer: `layer_3` at the top level, `features_3` inside a group.
+/// The Rust field of a layer: `layer_3` at the top level, `features_3` inside a group, or the
+/// layer's own name.
 fn field_name(path: &str) -> String {
     let flat = path.replace('.', "_");
     if path.starts_with(|c: char| c.is_ascii_digit()) {
@@ -204,135 +128,247 @@ fn field_name(path: &str) -> String {
     }
 }
 
-/// Resolves a layer's name and arguments into its kind.
-fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
-    let name = layer.name.to_string();
-    match name.as_str() {
-        "linear" => resolve_linear(layer),
-        "relu" | "sigmoid" | "tanh" | "softmax" => {
-            if let Some(arg) = layer.args.first() {
-                return Err(errors::takes_no_arguments(arg.span(), &name));
-            }
-            Ok(match name.as_str() {
-                "relu" => LayerKind::Activation(Activation::Relu),
-                "sigmoid" => LayerKind::Activation(Activation::Sigmoid),
-                "tanh" => LayerKind::Activation(Activation::Tanh),
-                _ => LayerKind::Softmax,
-            })
+impl Walk {
+    fn new(input: Vec<usize>, prefix: String) -> Self {
+        Self {
+            shape: Some(input.clone()),
+            source: Source::NetworkInput,
+            prefix,
+            kept: Vec::new(),
+            kept_output: input,
+            vocabulary: None,
+            last: None,
         }
-        _ => Err(errors::unknown_layer(
-            &layer.name,
-            errors::closest(&name, LAYER_NAMES),
-            LAYER_NAMES,
-        )),
     }
-}
 
-fn positive(lit: &syn::LitInt, layer: &str) -> syn::Result<usize> {
-    let value: usize = lit.base10_parse()?;
-    if value == 0 {
-        return Err(errors::zero_size(lit.span(), layer));
-    }
-    Ok(value)
-}
-
-const LINEAR_USAGE: &str = "linear(out_features)` or `linear(in_features => out_features)";
-
-fn resolve_linear(layer: &Layer) -> syn::Result<LayerKind> {
-    let (inputs, outputs) = match layer.args.as_slice() {
-        [] => {
-            return Err(errors::missing_argument(
-                &layer.tokens,
-                "linear",
-                "its number of output features",
-                "linear(10)` or `linear(64 => 10)",
-            ))
-        }
-        [Arg::Int(out)] => (0, positive(out, "linear")?),
-        [Arg::Mapping(i, o)] => (positive(i, "linear")?, positive(o, "linear")?),
-        [first @ (Arg::Named(..) | Arg::Float(_)), ..] => {
-            return Err(errors::unexpected_argument(
-                first.span(),
-                "linear",
-                LINEAR_USAGE,
-            ))
-        }
-        [_, extra, ..] => {
-            return Err(errors::unexpected_argument(
-                extra.span(),
-                "linear",
-                LINEAR_USAGE,
-            ))
-        }
-    };
-    Ok(LayerKind::Linear { inputs, outputs })
-}
-
-/// The output shape of a layer for a given input, or the error that the input does not fit.
-fn output_shape(
-    kind: &LayerKind,
-    layer: &Layer,
-    input: &[usize],
-    source: &Source,
-) -> syn::Result<Vec<usize>> {
-    match kind {
-        LayerKind::Linear { inputs, outputs } => {
-            let shown = display(kind, Some(input));
-            if input.len() != 1 {
-                return Err(errors::needs_vector(&layer.tokens, &shown, input, source));
+    fn items(&mut self, items: &[Item], group: &str, errors: &mut Vec<syn::Error>) {
+        for (index, item) in items.iter().enumerate() {
+            match item {
+                Item::Group { name, items } => {
+                    self.items(items, &join(group, &name.to_string()), errors)
+                }
+                Item::Layer(layer) => {
+                    let local = join(
+                        group,
+                        &layer
+                            .label
+                            .as_ref()
+                            .map_or(index.to_string(), Ident::to_string),
+                    );
+                    self.layer(layer, local, errors);
+                }
+                Item::Residual(residual) => {
+                    let local = join(
+                        group,
+                        &residual
+                            .name
+                            .as_ref()
+                            .map_or(index.to_string(), Ident::to_string),
+                    );
+                    self.residual(residual, local, errors);
+                }
             }
-            if *inputs != 0 && *inputs != input[0] {
-                let fix = format!("linear({} => {outputs})", input[0]);
-                return Err(errors::in_features_mismatch(
-                    &layer.tokens,
-                    &shown,
-                    *inputs,
-                    input,
-                    source,
-                    &fix,
+        }
+    }
+
+    /// Records a checked layer (if no error came before) and moves on to its output.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        errors: &[syn::Error],
+        local: String,
+        kind: Option<Kind>,
+        output: Option<Vec<usize>>,
+        annotation: Option<&crate::parse::ShapeLit>,
+        display: String,
+        note: String,
+        tokens: &TokenStream,
+    ) {
+        let full_path = join(&self.prefix, &local);
+        if errors.is_empty() {
+            if let (Some(kind), Some(input), Some(output)) = (kind, &self.shape, &output) {
+                let (params, macs) = match &kind {
+                    Kind::Layer(layer) => layers::cost(layer, input, output),
+                    Kind::Residual(block) => {
+                        let all = block.body.iter().chain(block.shortcut.iter().flatten());
+                        all.fold((0, 0), |(p, m), l| (p + l.params, m + l.macs))
+                    }
+                };
+                self.kept.push(CheckedLayer {
+                    field: Ident::new(&field_name(&local), proc_macro2::Span::call_site()),
+                    path: local.clone(),
+                    full_path: full_path.clone(),
+                    kind,
+                    input: input.clone(),
+                    output: output.clone(),
+                    params,
+                    macs,
+                    display: display.clone(),
+                    note,
+                    tokens: tokens.clone(),
+                });
+                self.kept_output = output.clone();
+            }
+        }
+        // The next layer's input: what this layer outputs, or else what its annotation states.
+        self.shape = output.or_else(|| annotation.map(|a| a.dims.clone()));
+        if let Some(shape) = &self.shape {
+            self.last = Some((tokens.clone(), display.clone(), shape.clone()));
+        }
+        self.source = Source::Layer {
+            path: full_path,
+            display,
+        };
+    }
+
+    fn layer(&mut self, layer: &Layer, local: String, errors: &mut Vec<syn::Error>) {
+        let kind = layers::resolve(layer).map_err(|e| errors.push(e)).ok();
+        let mut note = String::new();
+        let output = match (&kind, &self.shape) {
+            (Some(kind), Some(input)) => match layers::output(kind, layer, input, &self.source) {
+                Ok(out) => {
+                    note = out.note;
+                    Some(out.shape)
+                }
+                Err(e) => {
+                    errors.push(e);
+                    // A linear's own output size is still known; go on from it.
+                    match (kind, input.as_slice()) {
+                        (LayerKind::Linear { outputs, .. }, [_, ..]) if input.len() <= 2 => {
+                            let mut shape = input.clone();
+                            *shape.last_mut().expect("rank >= 1") = *outputs;
+                            Some(shape)
+                        }
+                        _ => None,
+                    }
+                }
+            },
+            _ => None,
+        };
+        let display = kind
+            .as_ref()
+            .map(|k| layers::display(k, self.shape.as_deref()))
+            .unwrap_or_default();
+        if let (Some(annotation), Some(actual)) = (&layer.annotation, &output) {
+            if annotation.dims != *actual {
+                let input = self.shape.clone().unwrap_or_default();
+                let fix = kind
+                    .as_ref()
+                    .and_then(|k| layers::fix_for_output(k, &input, &annotation.dims));
+                errors.push(errors::annotation_mismatch(
+                    annotation.span,
+                    &display,
+                    actual,
+                    &annotation.dims,
+                    fix,
                 ));
             }
-            Ok(vec![*outputs])
         }
-        LayerKind::Activation(_) | LayerKind::Softmax => Ok(input.to_vec()),
+        if let Some(LayerKind::Embedding { vocab, .. }) = &kind {
+            self.vocabulary.get_or_insert(*vocab);
+        }
+        let kind = kind.map(Kind::Layer);
+        self.advance(
+            errors,
+            local,
+            kind,
+            output,
+            layer.annotation.as_ref(),
+            display,
+            note,
+            &layer.tokens,
+        );
     }
-}
 
-/// How to change the layer so it outputs `wanted`, where there is an obvious way.
-fn fix_for_output(kind: &LayerKind, wanted: &[usize]) -> Option<String> {
-    match (kind, wanted) {
-        (LayerKind::Linear { inputs: 0, .. }, [out]) => {
-            Some(format!("change the layer to `linear({out})`"))
+    fn residual(&mut self, residual: &Residual, local: String, errors: &mut Vec<syn::Error>) {
+        let activation = match &residual.activation {
+            None => None,
+            Some(name) if name == "relu" => Some(Activation::Relu),
+            Some(name) if name == "tanh" => Some(Activation::Tanh),
+            Some(name) if name == "sigmoid" => Some(Activation::Sigmoid),
+            Some(name) => {
+                errors.push(syn::Error::new(
+                    name.span(),
+                    format!("`residual({name})`: the activation after the addition must be `relu`, `tanh` or `sigmoid`"),
+                ));
+                None
+            }
+        };
+        let full_path = join(&self.prefix, &local);
+        let Some(input) = self.shape.clone() else {
+            self.advance(
+                errors,
+                local,
+                None,
+                None,
+                residual.annotation.as_ref(),
+                "residual".into(),
+                String::new(),
+                &residual.tokens,
+            );
+            return;
+        };
+        let errors_before = errors.len();
+        let mut body = Walk::new(input.clone(), full_path.clone());
+        body.items(&residual.body, "", errors);
+        let mut shortcut = residual.shortcut.as_ref().map(|items| {
+            let mut walk = Walk::new(input.clone(), join(&full_path, "downsample"));
+            walk.items(items, "", errors);
+            walk
+        });
+        let body_output = body.shape.clone();
+        let output = match (&body_output, &mut shortcut) {
+            (Some(out), None) if *out != input => {
+                errors.push(errors::residual_changes_shape(
+                    &residual.tokens,
+                    &input,
+                    out,
+                ));
+                Some(out.clone())
+            }
+            (Some(out), Some(walk)) => match &walk.shape {
+                Some(projected) if projected != out => {
+                    errors.push(errors::shortcut_mismatch(&residual.tokens, out, projected));
+                    Some(out.clone())
+                }
+                _ => Some(out.clone()),
+            },
+            (out, _) => out.clone(),
+        };
+        let display = match activation {
+            Some(_) => format!(
+                "residual add + {}",
+                residual.activation.as_ref().expect("given")
+            ),
+            None => "residual add".to_string(),
+        };
+        if let (Some(annotation), Some(actual)) = (&residual.annotation, &output) {
+            if annotation.dims != *actual {
+                errors.push(errors::annotation_mismatch(
+                    annotation.span,
+                    &display,
+                    actual,
+                    &annotation.dims,
+                    None,
+                ));
+            }
         }
-        (LayerKind::Linear { inputs, .. }, [out]) => {
-            Some(format!("change the layer to `linear({inputs} => {out})`"))
-        }
-        _ => None,
-    }
-}
-
-/// The layer as the summary shows it, with inferred sizes filled in.
-fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
-    match kind {
-        LayerKind::Linear { inputs, outputs } => {
-            let inputs = match (inputs, input) {
-                (0, Some([n])) => *n,
-                (0, _) => return format!("linear({outputs})"),
-                (n, _) => *n,
-            };
-            format!("linear({inputs} => {outputs})")
-        }
-        LayerKind::Activation(Activation::Relu) => "relu".into(),
-        LayerKind::Activation(Activation::Sigmoid) => "sigmoid".into(),
-        LayerKind::Activation(Activation::Tanh) => "tanh".into(),
-        LayerKind::Softmax => "softmax".into(),
-    }
-}
-
-/// (parameters, multiply-adds per sample).
-fn cost(kind: &LayerKind, input: &[usize], _output: &[usize]) -> (usize, usize) {
-    match kind {
-        LayerKind::Linear { outputs, .. } => (input[0] * outputs + outputs, input[0] * outputs),
-        LayerKind::Activation(_) | LayerKind::Softmax => (0, 0),
+        let kind = (errors.len() == errors_before).then(|| {
+            Kind::Residual(ResidualBlock {
+                body: body.kept,
+                shortcut: shortcut.map(|w| w.kept),
+                activation,
+            })
+        });
+        self.advance(
+            errors,
+            local,
+            kind,
+            output,
+            residual.annotation.as_ref(),
+            display,
+            String::new(),
+            &residual.tokens,
+        );
     }
 }

@@ -108,11 +108,167 @@ pub fn needs_vector(
     syn::Error::new_spanned(
         layer,
         format!(
-            "`{display}` takes a vector of features, but gets {} from {}\n\
+            "`{display}` takes a vector of features (or a sequence of them), but gets {} from {}\n\
              help: put `flatten` before it to feed it {} features",
             dims(input),
             source.describe(),
             size_with_arithmetic(input)
+        ),
+    )
+}
+
+pub fn needs_volume(
+    layer: &TokenStream,
+    display: &str,
+    input: &[usize],
+    source: &Source,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` takes a volume [channels, height, width], but gets {} from {}\n\
+             help: declare an image input like `[3, 224, 224]`, or move the layer before `flatten`",
+            dims(input),
+            source.describe()
+        ),
+    )
+}
+
+pub fn needs_sequence(
+    layer: &TokenStream,
+    display: &str,
+    input: &[usize],
+    source: &Source,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` takes a sequence [steps, features], but gets {} from {}\n\
+             help: declare a sequence input like `[64, 32]`, or put `embedding(vocabulary, dimension)` before it to embed token ids",
+            dims(input),
+            source.describe()
+        ),
+    )
+}
+
+pub fn needs_tokens(
+    layer: &TokenStream,
+    display: &str,
+    input: &[usize],
+    source: &Source,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` takes a sequence of token ids [steps], but gets {} from {}\n\
+             help: an embedding comes first, on an input like `[64]` (64 token ids)",
+            dims(input),
+            source.describe()
+        ),
+    )
+}
+
+pub fn channels_mismatch(
+    layer: &TokenStream,
+    display: &str,
+    declared: usize,
+    actual: usize,
+    source: &Source,
+    fix: &str,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` expects {declared} input channels, but gets {actual} from {}\n\
+             help: write `{fix}`, or leave the input channels out to infer them",
+            source.describe()
+        ),
+    )
+}
+
+pub fn kernel_too_large(
+    layer: &TokenStream,
+    display: &str,
+    kernel: usize,
+    input: &[usize],
+    padding: usize,
+    source: &Source,
+) -> syn::Error {
+    let (h, w) = (input[1] + 2 * padding, input[2] + 2 * padding);
+    let padded = if padding > 0 {
+        format!(" ({} x {} padded by {padding})", input[1], input[2])
+    } else {
+        String::new()
+    };
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}`: the {kernel} x {kernel} kernel is larger than its {h} x {w} input{padded} from {}\n\
+             help: use a smaller kernel, add padding, or remove a downsampling layer before it",
+            source.describe()
+        ),
+    )
+}
+
+pub fn bad_probability(span: Span, p: f64) -> syn::Error {
+    syn::Error::new(
+        span,
+        format!(
+            "a dropout probability must be in [0, 1), not {p}\nhelp: write e.g. `dropout(0.5)`"
+        ),
+    )
+}
+
+pub fn residual_changes_shape(
+    residual: &TokenStream,
+    input: &[usize],
+    output: &[usize],
+) -> syn::Error {
+    let suggestion = match (input, output) {
+        ([ci, hi, _], [co, ho, _]) if hi % ho == 0 => {
+            let stride = hi / ho;
+            let stride = if stride > 1 {
+                format!(", stride = {stride}")
+            } else {
+                String::new()
+            };
+            format!("`shortcut {{ conv2d({ci} => {co}, kernel = 1{stride}), batch_norm2d }}`")
+        }
+        _ => "a `shortcut { ... }` that maps the input to the body's output shape".to_string(),
+    };
+    syn::Error::new_spanned(
+        residual,
+        format!(
+            "this residual block's body changes the shape from {} to {}, so its input cannot be added to its output\n\
+             help: add a projection after the body: {suggestion}",
+            dims(input),
+            dims(output)
+        ),
+    )
+}
+
+pub fn shortcut_mismatch(residual: &TokenStream, body: &[usize], shortcut: &[usize]) -> syn::Error {
+    syn::Error::new_spanned(
+        residual,
+        format!(
+            "this residual block's body outputs {} but its shortcut outputs {}; the two are added, so they must agree",
+            dims(body),
+            dims(shortcut)
+        ),
+    )
+}
+
+pub fn vocabulary_mismatch(
+    head: &TokenStream,
+    display: &str,
+    classes: usize,
+    vocab: usize,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        head,
+        format!(
+            "the output head `{display}` predicts {classes} classes per step, but the network's `embedding` has a vocabulary of {vocab}\n\
+             help: a language model predicts its next token: write `linear({vocab})`"
         ),
     )
 }

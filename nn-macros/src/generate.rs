@@ -12,7 +12,10 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::check::{Activation, Checked, CheckedLayer, LayerKind};
+use syn::Ident;
+
+use crate::check::{Checked, CheckedLayer, Kind, ResidualBlock};
+use crate::layers::{Activation, Cell, LayerKind};
 
 /// The core's shape type for a list of dimensions.
 fn shape_type(dims: &[usize]) -> TokenStream {
@@ -25,29 +28,181 @@ fn shape_type(dims: &[usize]) -> TokenStream {
     }
 }
 
-/// The core's module type implementing a checked layer.
-fn layer_type(layer: &CheckedLayer) -> TokenStream {
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+/// The core's module type implementing a checked layer; nested networks (residual bodies and
+/// shortcuts) are generated into `extra`.
+fn layer_type(layer: &CheckedLayer, owner: &Ident, extra: &mut Vec<TokenStream>) -> TokenStream {
     let span = layer.tokens.span();
+    let input = &layer.input;
+    let output = &layer.output;
+    let in_shape = shape_type(input);
     match &layer.kind {
-        LayerKind::Linear { outputs, .. } => {
-            let inputs = Literal::usize_unsuffixed(layer.input[0]);
-            let outputs = Literal::usize_unsuffixed(*outputs);
-            quote_spanned!(span=> ::nn::layers::Linear<#inputs, #outputs, E>)
-        }
-        LayerKind::Activation(activation) => {
-            let shape = shape_type(&layer.input);
-            let function = match activation {
-                Activation::Relu => quote!(ReluFn),
-                Activation::Sigmoid => quote!(SigmoidFn),
-                Activation::Tanh => quote!(TanhFn),
-            };
-            quote_spanned!(span=> ::nn::layers::Activation<::nn::layers::#function, #shape>)
-        }
-        LayerKind::Softmax => {
-            let shape = shape_type(&layer.input);
-            quote_spanned!(span=> ::nn::layers::Softmax<#shape>)
-        }
+        Kind::Residual(block) => residual_type(layer, block, owner, extra),
+        Kind::Layer(kind) => match *kind {
+            LayerKind::Linear { outputs, .. } if input.len() == 2 => {
+                let (t, i, o) = (lit(input[0]), lit(input[1]), lit(outputs));
+                quote_spanned!(span=> ::nn::layers::SequenceLinear<#t, #i, #o, E>)
+            }
+            LayerKind::Linear { outputs, .. } => {
+                let (i, o) = (lit(input[0]), lit(outputs));
+                quote_spanned!(span=> ::nn::layers::Linear<#i, #o, E>)
+            }
+            LayerKind::Activation(activation) => {
+                let function = activation_function(activation);
+                quote_spanned!(span=> ::nn::layers::Activation<::nn::layers::#function, #in_shape>)
+            }
+            LayerKind::Softmax => quote_spanned!(span=> ::nn::layers::Softmax<#in_shape>),
+            LayerKind::Flatten => {
+                let n = lit(output[0]);
+                quote_spanned!(span=> ::nn::layers::Flatten<#in_shape, #n>)
+            }
+            LayerKind::Dropout { per_million } => {
+                let p = Literal::u32_unsuffixed(per_million);
+                quote_spanned!(span=> ::nn::layers::Dropout<#in_shape, #p>)
+            }
+            LayerKind::Conv2d {
+                outputs,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let (ci, co, k, s, p) = (
+                    lit(input[0]),
+                    lit(outputs),
+                    lit(kernel),
+                    lit(stride),
+                    lit(padding),
+                );
+                let (h, w, oh, ow) = (lit(input[1]), lit(input[2]), lit(output[1]), lit(output[2]));
+                quote_spanned!(span=> ::nn::layers::Conv2d<#ci, #co, #k, #s, #p, #h, #w, #oh, #ow, E>)
+            }
+            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+                let pool = if matches!(kind, LayerKind::MaxPool2d { .. }) {
+                    quote!(MaxPool2d)
+                } else {
+                    quote!(AvgPool2d)
+                };
+                let (c, k, s) = (lit(input[0]), lit(kernel), lit(stride));
+                let (h, w, oh, ow) = (lit(input[1]), lit(input[2]), lit(output[1]), lit(output[2]));
+                quote_spanned!(span=> ::nn::layers::#pool<#c, #k, #s, #h, #w, #oh, #ow>)
+            }
+            LayerKind::AdaptiveAvgPool2d { .. } => {
+                let (c, h, w, oh, ow) = (
+                    lit(input[0]),
+                    lit(input[1]),
+                    lit(input[2]),
+                    lit(output[1]),
+                    lit(output[2]),
+                );
+                quote_spanned!(span=> ::nn::layers::AdaptiveAvgPool2d<#c, #h, #w, #oh, #ow>)
+            }
+            LayerKind::BatchNorm2d { .. } => {
+                let (c, h, w) = (lit(input[0]), lit(input[1]), lit(input[2]));
+                quote_spanned!(span=> ::nn::layers::BatchNorm2d<#c, #h, #w, E>)
+            }
+            LayerKind::Embedding { vocab, dim } => {
+                let (v, d, t) = (lit(vocab), lit(dim), lit(input[0]));
+                quote_spanned!(span=> ::nn::layers::Embedding<#v, #d, #t, E>)
+            }
+            LayerKind::Recurrent { cell, hidden, .. } => {
+                let (t, d, h) = (lit(input[0]), lit(input[1]), lit(hidden));
+                let cell = match cell {
+                    Cell::Rnn => quote!(Rnn),
+                    Cell::Lstm => quote!(Lstm),
+                    Cell::Gru => quote!(Gru),
+                };
+                quote_spanned!(span=> ::nn::layers::#cell<#t, #d, #h, E>)
+            }
+            LayerKind::Last => {
+                let (t, h) = (lit(input[0]), lit(input[1]));
+                quote_spanned!(span=> ::nn::layers::LastStep<#t, #h>)
+            }
+        },
     }
+}
+
+fn activation_function(activation: Activation) -> TokenStream {
+    match activation {
+        Activation::Relu => quote!(ReluFn),
+        Activation::Sigmoid => quote!(SigmoidFn),
+        Activation::Tanh => quote!(TanhFn),
+    }
+}
+
+/// `Residual<Body, Shortcut>`, with body and shortcut generated as networks of their own,
+/// wrapped with its activation in a two-layer network when it has one.
+fn residual_type(
+    layer: &CheckedLayer,
+    block: &ResidualBlock,
+    owner: &Ident,
+    extra: &mut Vec<TokenStream>,
+) -> TokenStream {
+    let base = format!("{owner}_{}", layer.field);
+    let sub = |suffix: &str, layers: &[CheckedLayer], extra: &mut Vec<TokenStream>| {
+        let name = format_ident!("{}{}", base, suffix);
+        let output = layers
+            .last()
+            .map_or(layer.input.clone(), |l| l.output.clone());
+        let net = Net {
+            name: name.clone(),
+            vis: quote!(pub),
+            attrs: quote!(#[doc(hidden)]),
+            input: &layer.input,
+            layers,
+            output,
+        };
+        extra.push(generate_network(&net));
+        quote!(#name<E>)
+    };
+    if block.activation.is_none() {
+        let body = sub("Body", &block.body, extra);
+        let shortcut = match &block.shortcut {
+            Some(layers) => sub("Shortcut", layers, extra),
+            None => {
+                let shape = shape_type(&layer.input);
+                quote!(::nn::layers::Identity<#shape>)
+            }
+        };
+        return quote!(::nn::layers::Residual<#body, #shortcut>);
+    }
+    let activation = block.activation.expect("handled above");
+    // `residual(relu)`: the addition and its activation share the block's name, as in
+    // torchvision's BasicBlock, so both sit at path "" inside a two-layer network.
+    let inner = CheckedLayer {
+        path: String::new(),
+        field: format_ident!("residual"),
+        kind: Kind::Residual(ResidualBlock {
+            body: block.body.clone(),
+            shortcut: block.shortcut.clone(),
+            activation: None,
+        }),
+        ..layer.clone()
+    };
+    let after = CheckedLayer {
+        path: String::new(),
+        field: format_ident!("activation"),
+        kind: Kind::Layer(LayerKind::Activation(activation)),
+        input: layer.output.clone(),
+        params: 0,
+        macs: 0,
+        ..layer.clone()
+    };
+    let name = format_ident!("{}Block", base);
+    let layers = [inner, after];
+    let net = Net {
+        name: name.clone(),
+        vis: quote!(pub),
+        attrs: quote!(#[doc(hidden)]),
+        input: &layer.input,
+        layers: &layers,
+        output: layer.output.clone(),
+    };
+    extra.push(generate_network(&net));
+    quote!(#name<E>)
 }
 
 fn usize_array(dims: &[usize]) -> TokenStream {
@@ -55,26 +210,95 @@ fn usize_array(dims: &[usize]) -> TokenStream {
     quote!([#(#lits),*])
 }
 
-pub fn generate(checked: &Checked<'_>) -> TokenStream {
-    let network = checked.network;
-    let name = &network.name;
-    let vis = &network.vis;
-    let attrs = &network.attrs;
+/// One network to emit: the top-level one, or a residual body, shortcut or block.
+struct Net<'a> {
+    name: Ident,
+    vis: TokenStream,
+    attrs: TokenStream,
+    input: &'a [usize],
+    layers: &'a [CheckedLayer],
+    output: Vec<usize>,
+}
+
+pub fn generate(checked: &Checked) -> TokenStream {
+    let vis = &checked.vis;
+    let attrs = &checked.attrs;
+    generate_network(&Net {
+        name: checked.name.clone(),
+        vis: quote!(#vis),
+        attrs: quote!(#(#attrs)*),
+        input: &checked.input,
+        layers: &checked.layers,
+        output: checked.output.clone(),
+    })
+}
+
+/// The summary rows of some layers, nested ones (residual bodies) included.
+fn summary_rows(layers: &[CheckedLayer], rows: &mut Vec<TokenStream>) {
+    for l in layers {
+        let mut params = l.params;
+        let mut macs = l.macs;
+        if let Kind::Residual(block) = &l.kind {
+            summary_rows(&block.body, rows);
+            if let Some(shortcut) = &block.shortcut {
+                summary_rows(shortcut, rows);
+            }
+            // The rows above carry the block's parameters.
+            (params, macs) = (0, 0);
+        }
+        let (path, display, note) = (&l.full_path, &l.display, &l.note);
+        let output = usize_array(&l.output);
+        let (params, macs) = (lit(params), lit(macs));
+        rows.push(quote!(::nn::SummaryRow { name: #path, layer: #display, output: &#output, params: #params, macs: #macs, note: #note }));
+    }
+}
+
+/// A compile-time warning at the layer's tokens for every note (e.g. a floored stride).
+fn note_warnings(layers: &[CheckedLayer], out: &mut Vec<TokenStream>) {
+    for l in layers {
+        if let Kind::Residual(block) = &l.kind {
+            note_warnings(&block.body, out);
+            note_warnings(block.shortcut.as_deref().unwrap_or_default(), out);
+        }
+        if !l.note.is_empty() {
+            let note = format!("{}: {}", l.display, l.note);
+            let span = l.tokens.span();
+            let used = quote_spanned!(span=> floored_output);
+            out.push(quote! {
+                const _: () = {
+                    #[deprecated(note = #note)]
+                    #[allow(non_upper_case_globals)]
+                    const floored_output: () = ();
+                    #used
+                };
+            });
+        }
+    }
+}
+
+fn generate_network(net: &Net<'_>) -> TokenStream {
+    let name = &net.name;
+    let vis = &net.vis;
+    let attrs = &net.attrs;
     let cache_name = format_ident!("{}Cache", name);
     let grads_name = format_ident!("{}Grads", name);
-    let layers = &checked.layers;
+    let layers = net.layers;
     let n = layers.len();
+    let mut extra = Vec::new();
 
-    let input_shape = shape_type(&network.input.dims);
-    let output_shape = shape_type(&checked.output);
-    let input_dims = usize_array(&network.input.dims);
-    let output_dims = usize_array(&checked.output);
-    let input_rank = network.input.dims.len();
-    let output_rank = checked.output.len();
-    let params = Literal::usize_unsuffixed(checked.params());
+    let input_shape = shape_type(net.input);
+    let output_shape = shape_type(&net.output);
+    let input_dims = usize_array(net.input);
+    let output_dims = usize_array(&net.output);
+    let input_rank = net.input.len();
+    let output_rank = net.output.len();
+    let params = lit(layers.iter().map(|l| l.params).sum());
 
     let fields: Vec<_> = layers.iter().map(|l| l.field.clone()).collect();
-    let types: Vec<_> = layers.iter().map(layer_type).collect();
+    let types: Vec<_> = layers
+        .iter()
+        .map(|l| layer_type(l, name, &mut extra))
+        .collect();
     let paths: Vec<_> = layers.iter().map(|l| l.path.clone()).collect();
 
     // Activations a_i (output of layer i) and their gradients g_i, for every layer but the
@@ -184,13 +408,10 @@ pub fn generate(checked: &Checked<'_>) -> TokenStream {
         )
     };
 
-    let summary_rows = layers.iter().map(|l| {
-        let (path, display, note) = (&l.path, &l.display, &l.note);
-        let output = usize_array(&l.output);
-        let params = Literal::usize_unsuffixed(l.params);
-        let macs = Literal::usize_unsuffixed(l.macs);
-        quote!(::nn::SummaryRow { name: #path, layer: #display, output: &#output, params: #params, macs: #macs, note: #note })
-    });
+    let mut rows = Vec::new();
+    summary_rows(layers, &mut rows);
+    let mut warnings = Vec::new();
+    note_warnings(layers, &mut warnings);
     let name_text = name.to_string();
     let cache_doc = format!("The training buffers of [`{name}`]: activations between layers, their gradients and each layer's cache.");
     let grads_doc = format!(
@@ -198,7 +419,10 @@ pub fn generate(checked: &Checked<'_>) -> TokenStream {
     );
 
     quote! {
-        #(#attrs)*
+        #(#extra)*
+        #(#warnings)*
+
+        #attrs
         #[derive(Clone, Debug, PartialEq)]
         #vis struct #name<E: ::nn::Float = f32> {
             #(pub #fields: #types,)*
@@ -235,7 +459,7 @@ pub fn generate(checked: &Checked<'_>) -> TokenStream {
 
             /// Every layer with its output shape, parameters and multiply-adds.
             pub fn summary() -> ::nn::Summary {
-                const ROWS: &[::nn::SummaryRow] = &[#(#summary_rows),*];
+                const ROWS: &[::nn::SummaryRow] = &[#(#rows),*];
                 ::nn::Summary { network: #name_text, input: &#input_dims, rows: ROWS }
             }
 

@@ -6,6 +6,7 @@
 mod check;
 mod errors;
 mod generate;
+mod layers;
 mod parse;
 
 use proc_macro::TokenStream;

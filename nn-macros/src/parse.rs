@@ -4,9 +4,14 @@
 //! network    := attr* vis "struct" Ident ":" shape "{" items "}"
 //! items      := (item ("," item)* ","?)?
 //! item       := Ident ":" "{" items "}"            a named group (PyTorch nn.Sequential)
-//!             | layer ("=>" shape)?                 a layer, with an optional checked output shape
+//!             | (Ident ":")? layer ("=>" shape)?   a layer, optionally named, with an optional
+//!                                                   checked output shape
+//!             | (Ident ":")? "residual" ("(" Ident ")")? "{" items "}" ("shortcut" "{" items "}")?
+//!                                                   y = body(x) + shortcut(x), then the optional
+//!                                                   activation; the shortcut is the identity
+//!                                                   unless given (a projection)
 //! layer      := Ident ("(" arg ("," arg)* ","? ")")?
-//! arg        := int | float | int "=>" int | Ident "=" (int | float | Ident | "(" int "," int ")")
+//! arg        := int | float | int "=>" int | Ident "=" (int | float)
 //! shape      := "[" int ("," int)* ","? "]"
 //! ```
 
@@ -39,10 +44,25 @@ pub struct ShapeLit {
 pub enum Item {
     Group { name: Ident, items: Vec<Item> },
     Layer(Layer),
+    Residual(Residual),
 }
 
-/// One layer call, e.g. `conv2d(64, kernel = 3, padding = 1) => [64, 224, 224]`.
+/// `residual(relu) { body } shortcut { projection }`.
+pub struct Residual {
+    pub name: Option<Ident>,
+    /// The activation applied after the addition, inside the block (as in ResNet's blocks).
+    pub activation: Option<Ident>,
+    pub body: Vec<Item>,
+    pub shortcut: Option<Vec<Item>>,
+    pub annotation: Option<ShapeLit>,
+    /// The `residual` keyword (and its argument), for error spans.
+    pub tokens: TokenStream,
+}
+
+/// One layer call, e.g. `conv1: conv2d(64, kernel = 3, padding = 1) => [64, 224, 224]`.
 pub struct Layer {
+    /// The name given to the layer (its PyTorch attribute name), if any.
+    pub label: Option<Ident>,
     pub name: Ident,
     pub args: Vec<Arg>,
     /// The expected output shape, when written.
@@ -51,7 +71,6 @@ pub struct Layer {
     pub tokens: TokenStream,
 }
 
-#[allow(dead_code)] // see ArgValue
 pub enum Arg {
     /// `64`
     Int(LitInt),
@@ -63,14 +82,9 @@ pub enum Arg {
     Named(Ident, ArgValue),
 }
 
-// The MLP layers take only sizes; the values of named arguments (`kernel = 3`,
-// `stride = (2, 2)`, `p = 0.5`) are read by the convolution and dropout layers.
-#[allow(dead_code)]
 pub enum ArgValue {
     Int(LitInt),
     Float(LitFloat),
-    Ident(Ident),
-    Pair(LitInt, LitInt),
 }
 
 impl Arg {
@@ -120,18 +134,71 @@ fn parse_items(input: ParseStream) -> syn::Result<Vec<Item>> {
 
 impl Parse for Item {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut label = None;
         if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
             let name: Ident = input.parse()?;
             input.parse::<Token![:]>()?;
-            let body;
-            braced!(body in input);
-            return Ok(Item::Group {
-                name,
-                items: parse_items(&body)?,
-            });
+            if input.peek(syn::token::Brace) {
+                let body;
+                braced!(body in input);
+                return Ok(Item::Group {
+                    name,
+                    items: parse_items(&body)?,
+                });
+            }
+            label = Some(name);
         }
-        Ok(Item::Layer(input.parse()?))
+        let fork = input.fork();
+        let is_residual = fork.parse::<Ident>().is_ok_and(|i| i == "residual")
+            && (fork.peek(syn::token::Brace) || fork.peek(syn::token::Paren));
+        if is_residual {
+            return Ok(Item::Residual(parse_residual(input, label)?));
+        }
+        let mut layer: Layer = input.parse()?;
+        layer.label = label;
+        Ok(Item::Layer(layer))
     }
+}
+
+fn parse_residual(input: ParseStream, name: Option<Ident>) -> syn::Result<Residual> {
+    let keyword: Ident = input.parse()?;
+    let mut tokens = keyword.to_token_stream();
+    let mut activation = None;
+    if input.peek(syn::token::Paren) {
+        let inner;
+        let paren = parenthesized!(inner in input);
+        activation = Some(inner.parse::<Ident>()?);
+        let mut group =
+            proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, TokenStream::new());
+        group.set_span(paren.span.join());
+        tokens.extend(std::iter::once(proc_macro2::TokenTree::Group(group)));
+    }
+    let body;
+    braced!(body in input);
+    let body = parse_items(&body)?;
+    let shortcut =
+        if input.peek(Ident) && input.fork().parse::<Ident>().is_ok_and(|i| i == "shortcut") {
+            input.parse::<Ident>()?;
+            let inner;
+            braced!(inner in input);
+            Some(parse_items(&inner)?)
+        } else {
+            None
+        };
+    let annotation = if input.peek(Token![=>]) {
+        input.parse::<Token![=>]>()?;
+        Some(input.parse()?)
+    } else {
+        None
+    };
+    Ok(Residual {
+        name,
+        activation,
+        body,
+        shortcut,
+        annotation,
+        tokens,
+    })
 }
 
 impl Parse for Layer {
@@ -157,6 +224,7 @@ impl Parse for Layer {
             None
         };
         Ok(Layer {
+            label: None,
             name,
             args,
             annotation,
@@ -174,19 +242,10 @@ impl Parse for Arg {
                 ArgValue::Int(input.parse()?)
             } else if input.peek(LitFloat) {
                 ArgValue::Float(input.parse()?)
-            } else if input.peek(syn::token::Paren) {
-                let inner;
-                parenthesized!(inner in input);
-                let a: LitInt = inner.parse()?;
-                inner.parse::<Token![,]>()?;
-                let b: LitInt = inner.parse()?;
-                ArgValue::Pair(a, b)
-            } else if input.peek(Ident) {
-                ArgValue::Ident(input.parse()?)
             } else {
-                return Err(input.error(format!(
-                    "expected a value for `{name}`: a number, a pair `(2, 2)` or a name"
-                )));
+                return Err(
+                    input.error(format!("expected a number for `{name}`, like `{name} = 1`"))
+                );
             };
             return Ok(Arg::Named(name, value));
         }
