@@ -117,6 +117,14 @@ pub trait Module<E: Float>: Sized + Send + Sync {
     /// Calls `f` on every parameter, mutably, with its full name.
     fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>));
 
+    /// Recurrent layers: makes the next forward start from the state reached after `steps` steps
+    /// of the last forward, carried over but cut from the gradient (truncated BPTT). Other
+    /// modules have no state and do nothing.
+    fn carry_over(&self, _cache: &mut Self::Cache, _steps: usize) {}
+
+    /// Recurrent layers: makes the next forward start from the zero state.
+    fn clear_state(&self, _cache: &mut Self::Cache) {}
+
     /// Calls `f` on every buffer (non-trained state saved with the weights) with its full name.
     /// Most layers have none.
     fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(Buffer<'_, E>)) {}

@@ -549,6 +549,16 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
                 let _ = (prefix, f);
             }
 
+            fn carry_over(&self, cache: &mut #cache_name<E>, steps: usize) {
+                #(<#types as ::nn::Module<E>>::carry_over(&self.#fields, &mut cache.#cache_fields, steps);)*
+                let _ = (cache, steps);
+            }
+
+            fn clear_state(&self, cache: &mut #cache_name<E>) {
+                #(<#types as ::nn::Module<E>>::clear_state(&self.#fields, &mut cache.#cache_fields);)*
+                let _ = cache;
+            }
+
             fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(::nn::Buffer<'_, E>)) {
                 #(<#types as ::nn::Module<E>>::visit_buffers(&self.#fields, &::nn::join_name(prefix, #paths), f);)*
                 let _ = (prefix, f);

@@ -603,7 +603,10 @@ pub fn fix_for_output(kind: &LayerKind, input: &[usize], wanted: &[usize]) -> Op
             // Solve (H + 2P - K) / S + 1 = wanted for P.
             let needed = (want_h - 1) * stride + kernel;
             let height = input[1];
-            if needed >= height && (needed - height).is_multiple_of(2) && (needed - height) / 2 != padding {
+            if needed >= height
+                && (needed - height).is_multiple_of(2)
+                && (needed - height) / 2 != padding
+            {
                 let p = (needed - height) / 2;
                 let keeps = if *want_h == height {
                     format!(" keeps {height}")

@@ -4,6 +4,10 @@ use super::finite;
 use crate::error::LossError;
 use crate::{Float, Shape, Tensor};
 
+/// A target that is left out of the loss (PyTorch's `ignore_index`): its row contributes
+/// nothing and gets a zero gradient, and the mean is over the other rows.
+pub const IGNORE: usize = usize::MAX;
+
 /// Mean cross-entropy of `softmax(logits)` against integer class targets, PyTorch's
 /// `nn.CrossEntropyLoss()`.
 ///
@@ -28,14 +32,22 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
         });
     }
     let per_sample = rows / logits.batch();
-    if let Some((row, &class)) = targets.iter().enumerate().find(|(_, &c)| c >= classes) {
+    if let Some((row, &class)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &c)| c >= classes && c != IGNORE)
+    {
         return Err(LossError::ClassOutOfRange {
             sample: row / per_sample,
             class,
             classes,
         });
     }
-    let scale = E::ONE / E::from_f64(rows as f64);
+    let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+    if counted == 0 {
+        return Err(LossError::EmptyBatch);
+    }
+    let scale = E::ONE / E::from_f64(counted as f64);
     let mut total = E::ZERO;
     let rows_in = logits.as_slice().chunks_exact(classes);
     match grad {
@@ -45,6 +57,10 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
                 .zip(grad.as_mut_slice().chunks_exact_mut(classes))
                 .zip(targets)
             {
+                if t == IGNORE {
+                    g.fill(E::ZERO);
+                    continue;
+                }
                 let max = x.iter().copied().fold(x[0], E::max);
                 let mut sum = E::ZERO;
                 for (g, x) in g.iter_mut().zip(x) {
@@ -60,7 +76,7 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
             }
         }
         None => {
-            for (x, &t) in rows_in.zip(targets) {
+            for (x, &t) in rows_in.zip(targets).filter(|(_, &t)| t != IGNORE) {
                 let max = x.iter().copied().fold(x[0], E::max);
                 let sum: E = x.iter().map(|v| (*v - max).exp()).sum();
                 total += sum.ln() + max - x[t];
@@ -104,6 +120,22 @@ mod tests {
             let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
             assert!((numeric - grad.as_slice()[i]).abs() < 1e-8, "entry {i}");
         }
+    }
+
+    #[test]
+    fn ignored_targets_leave_the_mean_and_get_no_gradient() {
+        let logits =
+            Tensor::<Rank2<3, 2>, f64>::from_vec(vec![1.0, 2.0, 0.5, -0.5, 3.0, 0.0]).unwrap();
+        let mut grad = Tensor::zeros(1);
+        let loss = softmax_cross_entropy(&logits, &[1, IGNORE, 0], Some(&mut grad)).unwrap();
+        let only = Tensor::<Rank2<2, 2>, f64>::from_vec(vec![1.0, 2.0, 3.0, 0.0]).unwrap();
+        let expected = softmax_cross_entropy(&only, &[1, 0], None).unwrap();
+        assert!((loss - expected).abs() < 1e-15);
+        assert_eq!(&grad.as_slice()[2..4], &[0.0, 0.0]);
+        assert!(matches!(
+            softmax_cross_entropy(&only, &[IGNORE, IGNORE], None),
+            Err(LossError::EmptyBatch)
+        ));
     }
 
     #[test]

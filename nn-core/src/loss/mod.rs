@@ -7,7 +7,7 @@
 pub mod cross_entropy;
 pub mod mse;
 
-pub use cross_entropy::softmax_cross_entropy;
+pub use cross_entropy::{softmax_cross_entropy, IGNORE};
 pub use mse::mse;
 
 use crate::error::LossError;
