@@ -18,6 +18,7 @@ pub mod optim;
 pub mod shape;
 pub mod summary;
 pub mod tensor;
+pub mod train;
 pub mod workspace;
 
 pub use error::{LossError, ShapeError};

@@ -93,6 +93,17 @@ impl<M: Module<E>, E: Float> Workspace<M, E> {
         &self.input_grad
     }
 
+    /// Makes the next forward start from the recurrent state the last one reached after
+    /// `steps` steps, cut from the gradient (truncated BPTT).
+    pub fn carry_over(&mut self, module: &M, steps: usize) {
+        module.carry_over(&mut self.cache, steps);
+    }
+
+    /// Makes the next forward start from the zero state.
+    pub fn clear_state(&mut self, module: &M) {
+        module.clear_state(&mut self.cache);
+    }
+
     /// The accumulated parameter gradients.
     pub fn grads(&self) -> &M::Grads {
         &self.grads
