@@ -4,7 +4,8 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
-use crate::kernels::{MatMut, MatRef};
+use crate::kernels::matmul::OutputView;
+use crate::kernels::MatRef;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 /// A floating-point element type of a tensor.
@@ -49,7 +50,12 @@ pub trait Float:
     /// so after the first products of a given size no call allocates.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
     /// The packed matrix product for this type (see `kernels::gemm`).
-    fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: MatMut<'_, Self>, accumulate: bool);
+    fn packed_gemm(
+        a: MatRef<'_, Self>,
+        b: MatRef<'_, Self>,
+        c: OutputView<'_, Self>,
+        accumulate: bool,
+    );
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -93,7 +99,7 @@ macro_rules! impl_float {
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
-            fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: MatMut<'_, Self>, accumulate: bool) {
+            fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: OutputView<'_, Self>, accumulate: bool) {
                 $gemm(a, b, c, accumulate)
             }
             #[inline(always)]

@@ -8,7 +8,7 @@
 //! fixed-size arrays otherwise (compiled for AVX2 + FMA where present); the variant is picked
 //! by runtime detection, so the speed does not depend on the `target-cpu` a user builds with.
 
-use super::matmul::{MatMut, MatRef};
+use super::matmul::{MatRef, OutputView};
 use crate::Float;
 
 /// Depth of a packed panel: `KC x NR` of B stays in L1 while the micro-kernel runs.
@@ -16,14 +16,14 @@ const KC: usize = 256;
 /// Rows of A packed at once (a multiple of every MR): `MC x KC` of A stays in L2.
 const MC: usize = 96;
 /// Columns of B packed at once.
-const NC: usize = 1536;
+const NC: usize = 512;
 
 /// `C = A · B` (or `C += A · B`) for any element type, with the portable micro-kernel
 /// compiled for the best vector extension the CPU has.
 pub fn gemm_generic<E: Float>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
-    c: MatMut<'_, E>,
+    c: OutputView<'_, E>,
     accumulate: bool,
 ) {
     let wide = std::mem::size_of::<E>() == 4;
@@ -51,14 +51,14 @@ pub fn gemm_generic<E: Float>(
 unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
-    c: MatMut<'_, E>,
+    c: OutputView<'_, E>,
     accumulate: bool,
 ) {
     blocked::<E, MR, NR>(a, b, c, accumulate, micro_kernel::<E, MR, NR, true>)
 }
 
 /// `C = A · B` (or `C += A · B`) in f32: an AVX-512 micro-kernel where the CPU has one.
-pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -78,7 +78,12 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accu
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn f32_avx2(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+unsafe fn f32_avx2(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
     blocked::<f32, 6, 16>(a, b, c, accumulate, |kc, a, b| {
         // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
         unsafe { avx2::kernel_6x16(kc, a, b) }
@@ -87,7 +92,12 @@ unsafe fn f32_avx2(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, a
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn f32_avx512(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, accumulate: bool) {
+unsafe fn f32_avx512(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
     blocked::<f32, 8, 32>(a, b, c, accumulate, |kc, a, b| {
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
         unsafe { avx512::kernel_8x32(kc, a, b) }
@@ -99,7 +109,7 @@ unsafe fn f32_avx512(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>,
 fn blocked<E: Float, const MR: usize, const NR: usize>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
-    mut c: MatMut<'_, E>,
+    mut c: OutputView<'_, E>,
     accumulate: bool,
     kernel: impl Fn(usize, &[E], &[E]) -> [[E; NR]; MR],
 ) {
@@ -241,17 +251,15 @@ fn micro_kernel<E: Float, const MR: usize, const NR: usize, const FUSED: bool>(
 #[inline(always)]
 fn store_tile<E: Float, const MR: usize, const NR: usize>(
     tile: &[[E; NR]; MR],
-    c: &mut MatMut<'_, E>,
+    c: &mut OutputView<'_, E>,
     row: usize,
     col: usize,
     add: bool,
 ) {
-    let rows = MR.min(c.rows - row);
-    let cols = NR.min(c.cols - col);
+    let rows = MR.min(c.rows() - row);
+    let cols = NR.min(c.cols() - col);
     for (i, tile_row) in tile.iter().enumerate().take(rows) {
-        let start = (row + i) * c.row_stride + col * c.col_stride;
-        if c.col_stride == 1 {
-            let out = &mut c.data[start..start + cols];
+        if let Some(out) = c.row_segment(row + i, col, cols) {
             if add {
                 for (o, v) in out.iter_mut().zip(tile_row) {
                     *o += *v;
@@ -259,11 +267,10 @@ fn store_tile<E: Float, const MR: usize, const NR: usize>(
             } else {
                 out.copy_from_slice(&tile_row[..cols]);
             }
-        } else {
-            for (j, value) in tile_row.iter().enumerate().take(cols) {
-                let out = &mut c.data[start + j * c.col_stride];
-                *out = if add { *out + *value } else { *value };
-            }
+            continue;
+        }
+        for (j, value) in tile_row.iter().enumerate().take(cols) {
+            c.store(row + i, col + j, *value, add);
         }
     }
 }

@@ -6,6 +6,8 @@
 //! large ones go to the packed, blocked product in `gemm.rs` and, above a size where it pays,
 //! are split over both cores. The thresholds come from `cargo bench` (see benches/README.md).
 
+use std::marker::PhantomData;
+
 use crate::kernels::parallel::join;
 use crate::kernels::vector::{axpy, dot};
 use crate::Float;
@@ -33,6 +35,126 @@ pub struct MatMut<'a, E> {
     pub cols: usize,
     pub row_stride: usize,
     pub col_stride: usize,
+}
+
+/// A writable strided view that can be cut into disjoint column or row ranges and handed to
+/// another thread: what `split_at_mut` is to a slice, for matrices whose rows interleave in
+/// memory once cut by columns. It is made only from a `MatMut` (an exclusive borrow) or by
+/// splitting another view, so two views never cover the same element.
+pub struct OutputView<'a, E> {
+    ptr: *mut E,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+    borrow: PhantomData<&'a mut [E]>,
+}
+
+// SAFETY: a view is an exclusive borrow of the elements it covers (see the type's doc), like a
+// `&mut [E]`, so sending it to another thread is sound when `E` is `Send`.
+unsafe impl<E: Send> Send for OutputView<'_, E> {}
+
+impl<'a, E: Copy> OutputView<'a, E> {
+    /// Takes over `c`. Panics if the view reaches past its slice or if two of its positions
+    /// share an element (a layout no caller here uses).
+    pub fn new(c: MatMut<'a, E>) -> Self {
+        assert!(c.fits(), "matmul: the output view reaches past its buffer");
+        let injective = c.rows <= 1
+            || c.cols <= 1
+            || c.row_stride > (c.cols - 1) * c.col_stride
+            || c.col_stride > (c.rows - 1) * c.row_stride;
+        assert!(
+            injective,
+            "matmul: the output view covers some elements twice"
+        );
+        Self {
+            ptr: c.data.as_mut_ptr(),
+            rows: c.rows,
+            cols: c.cols,
+            row_stride: c.row_stride,
+            col_stride: c.col_stride,
+            borrow: PhantomData,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Columns `..at` and `at..`.
+    pub fn split_columns(self, at: usize) -> (Self, Self) {
+        assert!(at <= self.cols);
+        // SAFETY: `at * col_stride` stays within the original allocation (the view fits its
+        // buffer and `at <= cols`); when `at == cols` the right view is empty and never read.
+        let right = unsafe {
+            self.ptr.add(if at < self.cols {
+                at * self.col_stride
+            } else {
+                0
+            })
+        };
+        (
+            Self { cols: at, ..self },
+            Self {
+                ptr: right,
+                cols: self.cols - at,
+                ..self
+            },
+        )
+    }
+
+    /// Rows `..at` and `at..`.
+    pub fn split_rows(self, at: usize) -> (Self, Self) {
+        assert!(at <= self.rows);
+        // SAFETY: as in `split_columns`, with rows.
+        let bottom = unsafe {
+            self.ptr.add(if at < self.rows {
+                at * self.row_stride
+            } else {
+                0
+            })
+        };
+        (
+            Self { rows: at, ..self },
+            Self {
+                ptr: bottom,
+                rows: self.rows - at,
+                ..self
+            },
+        )
+    }
+
+    /// Row `i`, columns `j..j + len`, as a slice when the columns are contiguous.
+    #[inline(always)]
+    pub fn row_segment(&mut self, i: usize, j: usize, len: usize) -> Option<&mut [E]> {
+        if self.col_stride != 1 {
+            return None;
+        }
+        assert!(i < self.rows && j + len <= self.cols);
+        // SAFETY: the segment lies inside the view (asserted), which fits its buffer and is the
+        // only view of these elements; the slice borrows `self` mutably, so no other access
+        // through this view overlaps it.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride + j), len) })
+    }
+
+    /// Sets element `(i, j)` to `value`, or adds `value` to it.
+    #[inline(always)]
+    pub fn store(&mut self, i: usize, j: usize, value: E, add: bool)
+    where
+        E: std::ops::Add<Output = E>,
+    {
+        assert!(i < self.rows && j < self.cols);
+        // SAFETY: `(i, j)` is inside the view (asserted), the view fits its buffer (checked in
+        // `new`, and splits only shrink it) and no other view covers this element.
+        unsafe {
+            let out = self.ptr.add(i * self.row_stride + j * self.col_stride);
+            *out = if add { *out + value } else { value };
+        }
+    }
 }
 
 impl<'a, E> MatRef<'a, E> {
@@ -127,32 +249,39 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
     let work = m * n * k;
     if work <= SMALL_PRODUCT {
         small_matmul(a, b, c, accumulate);
-    } else if work >= PARALLEL_PRODUCT && m >= 16 && c.row_stride > (n - 1) * c.col_stride {
-        // Rows of C (and of A) split into two disjoint halves, one per core.
-        let half = m / 2;
-        let (c_top, c_bottom) = c.data.split_at_mut(half * c.row_stride);
-        let a_top = MatRef { rows: half, ..a };
-        let a_bottom = MatRef {
-            data: &a.data[half * a.row_stride..],
-            rows: m - half,
-            ..a
-        };
-        let top = MatMut {
-            data: c_top,
-            rows: half,
-            ..c
-        };
-        let bottom = MatMut {
-            data: c_bottom,
-            rows: m - half,
-            ..c
-        };
-        join(
-            || E::packed_gemm(a_top, b, top, accumulate),
-            || E::packed_gemm(a_bottom, b, bottom, accumulate),
-        );
     } else {
-        E::packed_gemm(a, b, c, accumulate);
+        let out = OutputView::new(c);
+        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 {
+            // Wide: split the columns of B and C, so each core packs only its half of B.
+            let half = (n / 2).next_multiple_of(16).min(n);
+            let (left, right) = out.split_columns(half);
+            let b_left = MatRef { cols: half, ..b };
+            let b_right = MatRef {
+                data: &b.data[half * b.col_stride..],
+                cols: n - half,
+                ..b
+            };
+            join(
+                || E::packed_gemm(a, b_left, left, accumulate),
+                || E::packed_gemm(a, b_right, right, accumulate),
+            );
+        } else if work >= PARALLEL_PRODUCT && m >= 16 {
+            // Tall: split the rows of A and C.
+            let half = m / 2;
+            let (top, bottom) = out.split_rows(half);
+            let a_top = MatRef { rows: half, ..a };
+            let a_bottom = MatRef {
+                data: &a.data[half * a.row_stride..],
+                rows: m - half,
+                ..a
+            };
+            join(
+                || E::packed_gemm(a_top, b, top, accumulate),
+                || E::packed_gemm(a_bottom, b, bottom, accumulate),
+            );
+        } else {
+            E::packed_gemm(a, b, out, accumulate);
+        }
     }
 }
 

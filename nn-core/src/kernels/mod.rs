@@ -1,8 +1,10 @@
 //! Numeric kernels shared by the layers.
 
 pub mod gemm;
+pub mod im2col;
 pub mod matmul;
 pub mod parallel;
 pub mod vector;
 
+pub use im2col::{col2im, im2col, ConvGeometry};
 pub use matmul::{matmul, MatMut, MatRef};

@@ -1,0 +1,360 @@
+//! im2col and col2im for one sample: a convolution as a matrix product.
+//!
+//! For a sample `x` `[C, H, W]`, a square kernel `K`, stride `S` and zero padding `P`, the
+//! column matrix `col` `[C·K·K, OH·OW]` (row-major) holds, in row `(c·K + u)·K + v` and column
+//! `i·OW + j`, the input value the kernel tap `(c, u, v)` meets at output position `(i, j)`:
+//!
+//! ```text
+//! col[(c·K + u)·K + v, i·OW + j] = x[c, S·i + u − P, S·j + v − P]    (0 outside the input)
+//! ```
+//!
+//! so a convolution is `Y[CO, OH·OW] = W[CO, C·K·K] · col`. `col2im` is its adjoint: it adds
+//! every entry of a column matrix back to the input position it was read from, which turns
+//! `dcol = Wᵀ · dY` into `dx`.
+//!
+//! Both walk the output rows and, for each kernel tap, compute once which output columns read
+//! inside the input: the padding is filled with zeros in blocks, the rest is copied (a
+//! contiguous run when `S == 1`, a strided one otherwise) without per-element bounds tests.
+//! Large matrices are split over both cores.
+
+use std::ops::Range;
+
+use crate::kernels::parallel::join;
+use crate::Float;
+
+/// Below this many column-matrix entries one core fills the matrix faster than two can be
+/// started.
+const PARALLEL_LEN: usize = 1 << 16;
+
+/// The geometry of a 2-d convolution (or pooling window) over one sample.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels `C`.
+    pub channels: usize,
+    /// Input height `H`.
+    pub height: usize,
+    /// Input width `W`.
+    pub width: usize,
+    /// Kernel side `K` (square kernels only).
+    pub kernel: usize,
+    /// Stride `S`, the same along both axes.
+    pub stride: usize,
+    /// Zero padding `P` on every side.
+    pub padding: usize,
+    /// Output height `OH = (H + 2P − K) / S + 1`.
+    pub out_height: usize,
+    /// Output width `OW = (W + 2P − K) / S + 1`.
+    pub out_width: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry of a convolution, computing the output size as PyTorch does (floor).
+    ///
+    /// Panics if the padded input is smaller than the kernel or the kernel or stride is 0.
+    pub const fn new(
+        channels: usize,
+        height: usize,
+        width: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        assert!(
+            kernel >= 1 && stride >= 1,
+            "kernel and stride must be at least 1"
+        );
+        assert!(
+            height + 2 * padding >= kernel && width + 2 * padding >= kernel,
+            "the padded input must be at least as large as the kernel"
+        );
+        Self {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+            out_height: (height + 2 * padding - kernel) / stride + 1,
+            out_width: (width + 2 * padding - kernel) / stride + 1,
+        }
+    }
+
+    /// Rows of the column matrix: `C·K·K`.
+    pub const fn col_rows(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+
+    /// Columns of the column matrix: `OH·OW`.
+    pub const fn col_cols(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Entries of the column matrix.
+    pub const fn col_len(&self) -> usize {
+        self.col_rows() * self.col_cols()
+    }
+
+    /// Entries of one input sample: `C·H·W`.
+    pub const fn input_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The same geometry restricted to `channels` channels.
+    const fn with_channels(self, channels: usize) -> Self {
+        Self { channels, ..self }
+    }
+}
+
+/// The output positions `o` in `0..out_len` whose input position `stride·o + offset − padding`
+/// lies in `0..in_len`, as a range `lo..hi` (empty when there are none).
+#[inline]
+fn valid_range(
+    offset: usize,
+    padding: usize,
+    stride: usize,
+    in_len: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    let lo = if offset >= padding {
+        0
+    } else {
+        (padding - offset).div_ceil(stride)
+    }
+    .min(out_len);
+    let hi = if in_len + padding > offset {
+        ((in_len + padding - offset - 1) / stride + 1).min(out_len)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// Fills the column matrix of the sample `x` (`[C, H, W]`): row `r` of the `[C·K·K, OH·OW]`
+/// matrix is written to `col[r·row_stride..][..OH·OW]`. `row_stride` is `OH·OW` for a
+/// contiguous matrix, larger when the columns of several samples sit side by side (a convolution
+/// over small images unfolds several samples into one matrix). Every entry of the matrix is
+/// written; the gaps between rows are left alone.
+pub fn im2col<E: Float>(g: ConvGeometry, x: &[E], col: &mut [E], row_stride: usize) {
+    let (rows, cols) = (g.col_rows(), g.col_cols());
+    assert!(row_stride >= cols, "im2col: row stride shorter than a row");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let x = &x[..g.input_len()];
+    let col = &mut col[..(rows - 1) * row_stride + cols];
+    if rows * cols >= PARALLEL_LEN && rows >= 2 {
+        // Rows only read `x`, so any split of the rows is independent.
+        let half = rows / 2;
+        let (top, bottom) = col.split_at_mut(half * row_stride);
+        join(
+            || im2col_rows(g, x, 0..half, top, row_stride),
+            || im2col_rows(g, x, half..rows, bottom, row_stride),
+        );
+    } else {
+        im2col_rows(g, x, 0..rows, col, row_stride);
+    }
+}
+
+/// Fills the rows `rows` of the column matrix; `col` starts at the first of them.
+fn im2col_rows<E: Float>(
+    g: ConvGeometry,
+    x: &[E],
+    rows: Range<usize>,
+    col: &mut [E],
+    row_stride: usize,
+) {
+    let (w, k, s, p) = (g.width, g.kernel, g.stride, g.padding);
+    let (oh, ow) = (g.out_height, g.out_width);
+    let plane = g.height * w;
+    for (index, row) in rows.enumerate() {
+        let dst = &mut col[index * row_stride..][..oh * ow];
+        let (c, u, v) = (row / (k * k), row / k % k, row % k);
+        let x_plane = &x[c * plane..][..plane];
+        let (i_lo, i_hi) = valid_range(u, p, s, g.height, oh);
+        let (j_lo, j_hi) = valid_range(v, p, s, w, ow);
+        let (top, rest) = dst.split_at_mut(i_lo * ow);
+        let (middle, bottom) = rest.split_at_mut((i_hi - i_lo) * ow);
+        top.fill(E::ZERO);
+        bottom.fill(E::ZERO);
+        for (i, out) in (i_lo..i_hi).zip(middle.chunks_exact_mut(ow)) {
+            let (left, rest) = out.split_at_mut(j_lo);
+            let (inside, right) = rest.split_at_mut(j_hi - j_lo);
+            left.fill(E::ZERO);
+            right.fill(E::ZERO);
+            if inside.is_empty() {
+                continue;
+            }
+            let src = &x_plane[(s * i + u - p) * w..][..w];
+            let start = s * j_lo + v - p;
+            if s == 1 {
+                inside.copy_from_slice(&src[start..start + inside.len()]);
+            } else {
+                for (d, x) in inside.iter_mut().zip(src[start..].iter().step_by(s)) {
+                    *d = *x;
+                }
+            }
+        }
+    }
+}
+
+/// Adds every entry of a column matrix (row `r` at `col[r·row_stride..][..OH·OW]`, as `im2col`
+/// lays it out) into the position of `dx` (`[C, H, W]`) it was read from:
+/// `dx += col2im(col)`. Entries that were read from the padding are dropped. Zero `dx` first
+/// for a plain `col2im`.
+pub fn col2im<E: Float>(g: ConvGeometry, col: &[E], row_stride: usize, dx: &mut [E]) {
+    let (rows, cols) = (g.col_rows(), g.col_cols());
+    assert!(row_stride >= cols, "col2im: row stride shorter than a row");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let col = &col[..(rows - 1) * row_stride + cols];
+    let dx = &mut dx[..g.input_len()];
+    if rows * cols >= PARALLEL_LEN && g.channels >= 2 {
+        // A channel's rows write only that channel's plane: split on a channel boundary.
+        let half = g.channels / 2;
+        let (col_top, col_bottom) = col.split_at(half * g.kernel * g.kernel * row_stride);
+        let (dx_top, dx_bottom) = dx.split_at_mut(half * g.height * g.width);
+        join(
+            || col2im_channels(g.with_channels(half), col_top, row_stride, dx_top),
+            || {
+                let rest = g.with_channels(g.channels - half);
+                col2im_channels(rest, col_bottom, row_stride, dx_bottom)
+            },
+        );
+    } else {
+        col2im_channels(g, col, row_stride, dx);
+    }
+}
+
+fn col2im_channels<E: Float>(g: ConvGeometry, col: &[E], row_stride: usize, dx: &mut [E]) {
+    let (w, k, s, p) = (g.width, g.kernel, g.stride, g.padding);
+    let (oh, ow) = (g.out_height, g.out_width);
+    let plane = g.height * w;
+    for c in 0..g.channels {
+        let dx_plane = &mut dx[c * plane..][..plane];
+        for tap in 0..k * k {
+            let src = &col[(c * k * k + tap) * row_stride..][..oh * ow];
+            let (u, v) = (tap / k, tap % k);
+            let (i_lo, i_hi) = valid_range(u, p, s, g.height, oh);
+            let (j_lo, j_hi) = valid_range(v, p, s, w, ow);
+            if j_lo == j_hi {
+                continue;
+            }
+            for i in i_lo..i_hi {
+                let inside = &src[i * ow + j_lo..i * ow + j_hi];
+                let dst = &mut dx_plane[(s * i + u - p) * w..][..w];
+                let start = s * j_lo + v - p;
+                if s == 1 {
+                    for (d, c) in dst[start..start + inside.len()].iter_mut().zip(inside) {
+                        *d += *c;
+                    }
+                } else {
+                    for (d, c) in dst[start..].iter_mut().step_by(s).zip(inside) {
+                        *d += *c;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one entry at a time.
+    fn naive_im2col(g: ConvGeometry, x: &[f64]) -> Vec<f64> {
+        let (k, s, p) = (g.kernel as isize, g.stride as isize, g.padding as isize);
+        let mut col = vec![0.0; g.col_len()];
+        for c in 0..g.channels {
+            for u in 0..k {
+                for v in 0..k {
+                    let row = (c * g.kernel + u as usize) * g.kernel + v as usize;
+                    for i in 0..g.out_height {
+                        for j in 0..g.out_width {
+                            let h = s * i as isize + u - p;
+                            let w = s * j as isize + v - p;
+                            if h >= 0 && w >= 0 && (h as usize) < g.height && (w as usize) < g.width
+                            {
+                                col[row * g.col_cols() + i * g.out_width + j] =
+                                    x[(c * g.height + h as usize) * g.width + w as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    fn values(n: usize, seed: f64) -> Vec<f64> {
+        (0..n).map(|i| ((i as f64 + seed) * 0.737).sin()).collect()
+    }
+
+    const GEOMETRIES: &[(usize, usize, usize, usize, usize, usize)] = &[
+        // (C, H, W, K, S, P)
+        (1, 3, 3, 3, 1, 1),
+        (2, 5, 4, 3, 2, 1),
+        (3, 7, 6, 1, 1, 0),
+        (2, 6, 7, 2, 2, 0),
+        (2, 8, 5, 5, 3, 2),
+        (1, 2, 2, 3, 1, 2),
+        (2, 4, 4, 4, 1, 3),
+        // Large enough to be split over both cores.
+        (5, 40, 33, 3, 1, 1),
+        (4, 41, 40, 3, 2, 1),
+    ];
+
+    #[test]
+    fn im2col_matches_the_definition() {
+        for &(c, h, w, k, s, p) in GEOMETRIES {
+            let g = ConvGeometry::new(c, h, w, k, s, p);
+            let x = values(g.input_len(), 0.5);
+            let mut col = vec![f64::NAN; g.col_len()];
+            im2col(g, &x, &mut col, g.col_cols());
+            assert_eq!(col, naive_im2col(g, &x), "{g:?}");
+            // With a wider row stride, the gaps are left alone.
+            let stride = g.col_cols() + 3;
+            let mut wide = vec![7.0; g.col_rows() * stride];
+            im2col(g, &x, &mut wide, stride);
+            for (r, row) in wide.chunks_exact(stride).enumerate() {
+                assert_eq!(row[..g.col_cols()], col[r * g.col_cols()..][..g.col_cols()]);
+                assert_eq!(row[g.col_cols()..], [7.0; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> = <x, col2im(c)> for all x and c.
+        for &(c, h, w, k, s, p) in GEOMETRIES {
+            let g = ConvGeometry::new(c, h, w, k, s, p);
+            let x = values(g.input_len(), 0.5);
+            let cols = values(g.col_len(), 3.0);
+            let mut im = vec![0.0; g.col_len()];
+            im2col(g, &x, &mut im, g.col_cols());
+            let mut back = vec![1.0; g.input_len()];
+            col2im(g, &cols, g.col_cols(), &mut back);
+            let left: f64 = im.iter().zip(&cols).map(|(a, b)| a * b).sum();
+            let right: f64 = x.iter().zip(&back).map(|(a, b)| a * (b - 1.0)).sum();
+            assert!((left - right).abs() < 1e-9, "{g:?}: {left} vs {right}");
+            // The same matrix with a wider row stride (garbage in the gaps) gives the same dx.
+            let stride = g.col_cols() + 2;
+            let mut wide = vec![1e6; g.col_rows() * stride];
+            for (r, row) in cols.chunks_exact(g.col_cols()).enumerate() {
+                wide[r * stride..][..g.col_cols()].copy_from_slice(row);
+            }
+            let mut back_wide = vec![1.0; g.input_len()];
+            col2im(g, &wide, stride, &mut back_wide);
+            assert_eq!(back, back_wide, "{g:?}");
+        }
+    }
+
+    #[test]
+    fn output_size_is_floored_like_pytorch() {
+        let g = ConvGeometry::new(1, 7, 6, 3, 2, 1);
+        assert_eq!((g.out_height, g.out_width), (4, 3));
+        let g = ConvGeometry::new(1, 224, 224, 3, 1, 1);
+        assert_eq!((g.out_height, g.out_width), (224, 224));
+    }
+}
