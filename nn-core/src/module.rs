@@ -117,10 +117,21 @@ pub trait Module<E: Float>: Sized + Send + Sync {
     /// Calls `f` on every parameter, mutably, with its full name.
     fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>));
 
+    /// Layers that draw random numbers in training (dropout): restarts their generator from
+    /// `seed`. Generated networks give each such layer its own seed, derived from its position.
+    fn reseed(&self, _cache: &mut Self::Cache, _seed: u64) {}
+
     /// Recurrent layers: makes the next forward start from the state reached after `steps` steps
     /// of the last forward, carried over but cut from the gradient (truncated BPTT). Other
     /// modules have no state and do nothing.
-    fn carry_over(&self, _cache: &mut Self::Cache, _steps: usize) {}
+    /// `output` is the output of that forward.
+    fn carry_over(
+        &self,
+        _cache: &mut Self::Cache,
+        _output: &Tensor<Self::Output, E>,
+        _steps: usize,
+    ) {
+    }
 
     /// Recurrent layers: makes the next forward start from the zero state.
     fn clear_state(&self, _cache: &mut Self::Cache) {}
@@ -132,16 +143,22 @@ pub trait Module<E: Float>: Sized + Send + Sync {
     /// Calls `f` on every buffer, mutably.
     fn visit_buffers_mut(&mut self, _prefix: &str, _f: &mut dyn FnMut(BufferMut<'_, E>)) {}
 
+    /// Calls `f` on every gradient tensor, mutably, in the order of `visit_params` (gradient
+    /// clipping). Modules with parameters must override it; `tests` check that they do.
+    fn visit_grads_mut(&self, _grads: &mut Self::Grads, _f: &mut dyn FnMut(&mut [E])) {}
+
     /// Calls `f` on every (parameter, gradient) pair, in the order of `visit_params`.
     /// This is the optimizers' path: it builds no names and does not allocate.
     fn visit_params_and_grads(&mut self, grads: &Self::Grads, f: &mut dyn FnMut(&mut [E], &[E]));
 }
 
 /// Joins a parameter prefix and a local name the way PyTorch's state_dict does.
+/// An empty `name` (a layer that shares its parent's name, like a residual block's addition)
+/// adds nothing.
 pub fn join_name(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{name}"),
     }
 }

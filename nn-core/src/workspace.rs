@@ -96,7 +96,7 @@ impl<M: Module<E>, E: Float> Workspace<M, E> {
     /// Makes the next forward start from the recurrent state the last one reached after
     /// `steps` steps, cut from the gradient (truncated BPTT).
     pub fn carry_over(&mut self, module: &M, steps: usize) {
-        module.carry_over(&mut self.cache, steps);
+        module.carry_over(&mut self.cache, &self.output, steps);
     }
 
     /// Makes the next forward start from the zero state.

@@ -33,6 +33,75 @@ impl<const I: usize, const O: usize, E: Float> Linear<I, O, E> {
     }
 }
 
+/// `Y = X Wᵀ + b` for `rows` rows at once: `X` `[rows, inputs]`, `W` `[outputs, inputs]`,
+/// `b` `[outputs]`, `Y` `[rows, outputs]`, all row-major.
+///
+/// The maths of [`Linear`], shared by every layer that applies one linear map to many rows:
+/// `SequenceLinear` (rows are `batch * T` time steps) and the input projections of the
+/// recurrent layers.
+pub(crate) fn linear_rows<E: Float>(
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    x: &[E],
+    weight: &[E],
+    bias: &[E],
+    y: &mut [E],
+) {
+    let y = &mut y[..rows * outputs];
+    for row in y.chunks_exact_mut(outputs.max(1)) {
+        row.copy_from_slice(bias);
+    }
+    matmul(
+        MatRef::row_major(x, rows, inputs),
+        MatRef::transposed(weight, outputs, inputs),
+        MatMut::row_major(y, rows, outputs),
+        true,
+    );
+}
+
+/// The backward of [`linear_rows`] for `dY` `[rows, outputs]`: adds `dYᵀ X` to the weight
+/// gradient and `Σ_rows dY` to the bias gradient, and writes `dX = dY W` when `dx` is given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_rows_backward<E: Float>(
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    x: &[E],
+    weight: &[E],
+    dy: &[E],
+    grad_weight: &mut [E],
+    grad_bias: &mut [E],
+    dx: Option<&mut [E]>,
+) {
+    let dy = &dy[..rows * outputs];
+    add_row_sums(dy, grad_bias);
+    matmul(
+        MatRef::transposed(dy, rows, outputs),
+        MatRef::row_major(x, rows, inputs),
+        MatMut::row_major(grad_weight, outputs, inputs),
+        true,
+    );
+    if let Some(dx) = dx {
+        matmul(
+            MatRef::row_major(dy, rows, outputs),
+            MatRef::row_major(weight, outputs, inputs),
+            MatMut::row_major(dx, rows, inputs),
+            false,
+        );
+    }
+}
+
+/// `sums += Σ_r rows[r]` for the row-major rows of width `sums.len()` in `rows` (a bias
+/// gradient).
+pub(crate) fn add_row_sums<E: Float>(rows: &[E], sums: &mut [E]) {
+    for row in rows.chunks_exact(sums.len().max(1)) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s += *v;
+        }
+    }
+}
+
 impl<const I: usize, const O: usize, E: Float> Module<E> for Linear<I, O, E> {
     type Input = Rank1<I>;
     type Output = Rank1<O>;
@@ -62,14 +131,14 @@ impl<const I: usize, const O: usize, E: Float> Module<E> for Linear<I, O, E> {
     fn forward(&self, x: &Tensor<Rank1<I>, E>, y: &mut Tensor<Rank1<O>, E>, _cache: &mut ()) {
         let batch = x.batch();
         y.set_batch(batch);
-        for row in y.as_mut_slice().chunks_exact_mut(O) {
-            row.copy_from_slice(&self.bias);
-        }
-        matmul(
-            MatRef::row_major(x.as_slice(), batch, I),
-            MatRef::transposed(&self.weight, O, I),
-            MatMut::row_major(y.as_mut_slice(), batch, O),
-            true,
+        linear_rows(
+            batch,
+            I,
+            O,
+            x.as_slice(),
+            &self.weight,
+            &self.bias,
+            y.as_mut_slice(),
         );
     }
 
@@ -92,27 +161,21 @@ impl<const I: usize, const O: usize, E: Float> Module<E> for Linear<I, O, E> {
         grads: &mut Self,
     ) {
         let batch = x.batch();
-        let dy_rows = dy.as_slice();
-        for row in dy_rows.chunks_exact(O) {
-            for (g, d) in grads.bias.iter_mut().zip(row) {
-                *g += *d;
-            }
-        }
-        matmul(
-            MatRef::transposed(dy_rows, batch, O),
-            MatRef::row_major(x.as_slice(), batch, I),
-            MatMut::row_major(&mut grads.weight, O, I),
-            true,
-        );
-        if let Some(dx) = dx {
+        let dx = dx.map(|dx| {
             dx.set_batch(batch);
-            matmul(
-                MatRef::row_major(dy_rows, batch, O),
-                MatRef::row_major(&self.weight, O, I),
-                MatMut::row_major(dx.as_mut_slice(), batch, I),
-                false,
-            );
-        }
+            dx.as_mut_slice()
+        });
+        linear_rows_backward(
+            batch,
+            I,
+            O,
+            x.as_slice(),
+            &self.weight,
+            dy.as_slice(),
+            &mut grads.weight,
+            &mut grads.bias,
+            dx,
+        );
     }
 
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
@@ -144,6 +207,11 @@ impl<const I: usize, const O: usize, E: Float> Module<E> for Linear<I, O, E> {
     fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
         f(&mut self.weight, &grads.weight);
         f(&mut self.bias, &grads.bias);
+    }
+
+    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
+        f(&mut grads.weight);
+        f(&mut grads.bias);
     }
 }
 

@@ -2,9 +2,31 @@
 //! and a finite-difference gradient check beside it.
 
 pub mod activation;
+pub mod batch_norm;
+pub mod conv;
+pub mod dropout;
+pub mod embedding;
+pub mod flatten;
+pub mod gru;
 pub mod linear;
+pub mod lstm;
+pub mod pool;
+pub mod residual;
+pub mod rnn;
+pub mod sequence;
 pub mod softmax;
 
 pub use activation::{Activation, Pointwise, Relu, ReluFn, Sigmoid, SigmoidFn, Tanh, TanhFn};
+pub use batch_norm::{BatchNorm2d, BatchNorm2dGrads, BatchNormCache};
+pub use conv::{Conv2d, ConvCache};
+pub use dropout::{Dropout, DropoutCache};
+pub use embedding::{Embedding, TokenError};
+pub use flatten::Flatten;
+pub use gru::{Gru, GruCache};
 pub use linear::Linear;
+pub use lstm::{Lstm, LstmCache};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxPoolCache};
+pub use residual::{Identity, Residual, ResidualCache, ResidualGrads};
+pub use rnn::{Rnn, RnnCache};
+pub use sequence::{LastStep, Recurrent, SequenceLinear};
 pub use softmax::Softmax;

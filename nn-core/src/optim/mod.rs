@@ -4,9 +4,11 @@
 //! (momentum, moments) is allocated on the first step, so later steps do not allocate.
 
 pub mod adam;
+pub mod clip;
 pub mod sgd;
 
 pub use adam::Adam;
+pub use clip::clip_grad_norm;
 pub use sgd::Sgd;
 
 use crate::{Float, Module};

@@ -1,0 +1,684 @@
+//! 2-d convolution.
+
+use crate::init::{fan_in_uniform, Rng};
+use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::kernels::vector::sum;
+use crate::kernels::{matmul, MatMut, MatRef};
+use crate::module::{Module, Param, ParamMut};
+use crate::{join_name, Float, Rank3, Tensor};
+
+/// PyTorch's `nn.Conv2d(CI, CO, K, stride=S, padding=P)`: a square `K x K` kernel, stride `S`
+/// and zero padding `P` on both axes, over inputs `[CI, H, W]` and outputs `[CO, OH, OW]` with
+/// `OH = (H + 2P − K) / S + 1` and `OW = (W + 2P − K) / S + 1` (floor, like PyTorch; `network!`
+/// computes them, and a compile-time assertion checks them).
+///
+/// Like PyTorch, this is a cross-correlation (the kernel is not flipped):
+///
+/// ```text
+/// y[o, i, j] = b[o] + Σ_c Σ_u Σ_v W[o, c, u, v] · x[c, S·i + u − P, S·j + v − P]
+/// ```
+///
+/// where `x` is 0 outside the input. Parameters as in PyTorch: `weight` `[CO, CI, K, K]`,
+/// `bias` `[CO]`, both initialised from U(-1/√fan_in, 1/√fan_in) with `fan_in = CI·K·K`.
+///
+/// Each sample is unfolded into a column matrix `col` `[CI·K·K, OH·OW]` (`kernels::im2col`),
+/// so that `Y_s = W · col + b` with `W` viewed as `[CO, CI·K·K]`. Backward, per sample:
+/// `dW += dY_s · colᵀ`, `db += Σ_(i,j) dY_s`, `dx_s = col2im(Wᵀ · dY_s)`. The column matrix
+/// is recomputed in the backward pass rather than kept for the whole batch; its buffer lives in
+/// the cache. A 1 x 1 convolution with stride 1 and no padding needs no unfolding: the sample
+/// already is the `[CI, H·W]` matrix.
+///
+/// Small images (`OH·OW` below `GROUP_COLUMNS`) are unfolded several samples at a time, side by
+/// side in one `[CI·K·K, G·OH·OW]` matrix, so that each product is wide enough to amortise
+/// packing the weights (a 4 x 4 image alone gives a 16-column product, which runs several
+/// times slower per multiply-add); the group's output `[CO, G·OH·OW]` is then copied out sample
+/// by sample. Larger images go one sample at a time, straight into `y`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d<
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+    E: Float = f32,
+> {
+    /// `[CO, CI, K, K]`, row-major.
+    pub weight: Vec<E>,
+    /// `[CO]`.
+    pub bias: Vec<E>,
+}
+
+/// Below this many output positions per sample, a convolution unfolds several samples into one
+/// matrix of about this many columns.
+pub const GROUP_COLUMNS: usize = 1024;
+
+/// The buffers of a convolution, allocated by `new_cache`: the column matrix of a group of `G`
+/// samples and its gradient, and for `G > 1` the group's output (or output gradient)
+/// `[CO, G·OH·OW]`. `G` is 1 for images of at least `GROUP_COLUMNS` positions, and all three
+/// are empty for a 1 x 1 convolution with stride 1 and no padding over such images.
+#[derive(Clone, Debug)]
+pub struct ConvCache<E> {
+    group: usize,
+    col: Vec<E>,
+    dcol: Vec<E>,
+    out: Vec<E>,
+}
+
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+        E: Float,
+    > Conv2d<CI, CO, K, S, P, H, W, OH, OW, E>
+{
+    const WEIGHT_SHAPE: [usize; 4] = [CO, CI, K, K];
+    const BIAS_SHAPE: [usize; 1] = [CO];
+    /// Columns of the weight matrix: `CI·K·K`.
+    const FAN_IN: usize = CI * K * K;
+    /// Output positions per channel.
+    const OUT_PLANE: usize = OH * OW;
+    /// No unfolding needed for one sample: it is already its column matrix.
+    const POINTWISE: bool = K == 1 && S == 1 && P == 0;
+
+    /// The geometry, checked at compile time against the output size in the type.
+    const GEOMETRY: ConvGeometry = {
+        assert!(
+            K >= 1 && S >= 1,
+            "Conv2d: kernel and stride must be at least 1"
+        );
+        assert!(
+            H + 2 * P >= K && W + 2 * P >= K,
+            "Conv2d: the padded input is smaller than the kernel"
+        );
+        assert!(
+            OH == (H + 2 * P - K) / S + 1 && OW == (W + 2 * P - K) / S + 1,
+            "Conv2d: OH/OW disagree with (H + 2P - K) / S + 1"
+        );
+        ConvGeometry::new(CI, H, W, K, S, P)
+    };
+
+    /// A layer with every parameter zero.
+    pub fn zeros() -> Self {
+        let _ = Self::GEOMETRY;
+        Self {
+            weight: vec![E::ZERO; CO * Self::FAN_IN],
+            bias: vec![E::ZERO; CO],
+        }
+    }
+
+    /// Samples unfolded together for batches of up to `max_batch`.
+    fn group_size(max_batch: usize) -> usize {
+        if Self::OUT_PLANE == 0 || Self::OUT_PLANE >= GROUP_COLUMNS {
+            1
+        } else {
+            (GROUP_COLUMNS / Self::OUT_PLANE).clamp(1, max_batch.max(1))
+        }
+    }
+
+    /// The column matrix `[CI·K·K, n·OH·OW]` of the samples `first..first + n`, side by side:
+    /// the sample itself for one sample of a pointwise convolution, else unfolded into `col`.
+    fn columns<'a>(
+        x: &'a Tensor<Rank3<CI, H, W>, E>,
+        first: usize,
+        n: usize,
+        col: &'a mut [E],
+    ) -> MatRef<'a, E> {
+        let columns = n * Self::OUT_PLANE;
+        if Self::POINTWISE && n == 1 {
+            return MatRef::row_major(x.sample(first), CI, columns);
+        }
+        for g in 0..n {
+            let at = g * Self::OUT_PLANE;
+            im2col(Self::GEOMETRY, x.sample(first + g), &mut col[at..], columns);
+        }
+        MatRef::row_major(&col[..Self::FAN_IN * columns], Self::FAN_IN, columns)
+    }
+}
+
+impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+        E: Float,
+    > Module<E> for Conv2d<CI, CO, K, S, P, H, W, OH, OW, E>
+{
+    type Input = Rank3<CI, H, W>;
+    type Output = Rank3<CO, OH, OW>;
+    type Cache = ConvCache<E>;
+    type Grads = Self;
+
+    const PARAMS: usize = CO * CI * K * K + CO;
+
+    fn init(rng: &mut Rng) -> Self {
+        let mut layer = Self::zeros();
+        fan_in_uniform(rng, &mut layer.weight, Self::FAN_IN);
+        fan_in_uniform(rng, &mut layer.bias, Self::FAN_IN);
+        layer
+    }
+
+    fn new_cache(&self, max_batch: usize) -> ConvCache<E> {
+        let group = Self::group_size(max_batch);
+        let columns = group * Self::OUT_PLANE;
+        let col_len = if Self::POINTWISE && group == 1 {
+            0
+        } else {
+            Self::FAN_IN * columns
+        };
+        let out_len = if group == 1 { 0 } else { CO * columns };
+        ConvCache {
+            group,
+            col: vec![E::ZERO; col_len],
+            dcol: vec![E::ZERO; col_len],
+            out: vec![E::ZERO; out_len],
+        }
+    }
+
+    fn new_grads(&self) -> Self {
+        Self::zeros()
+    }
+
+    fn zero_grads(grads: &mut Self) {
+        grads.weight.fill(E::ZERO);
+        grads.bias.fill(E::ZERO);
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor<Rank3<CI, H, W>, E>,
+        y: &mut Tensor<Rank3<CO, OH, OW>, E>,
+        cache: &mut ConvCache<E>,
+    ) {
+        let batch = x.batch();
+        y.set_batch(batch);
+        if Self::OUT_PLANE == 0 {
+            return;
+        }
+        let weight = MatRef::row_major(&self.weight, CO, Self::FAN_IN);
+        for first in (0..batch).step_by(cache.group) {
+            let n = cache.group.min(batch - first);
+            let columns = n * Self::OUT_PLANE;
+            let col = Self::columns(x, first, n, &mut cache.col);
+            if cache.group == 1 {
+                // Straight into the sample's output, on top of the bias.
+                let ys = y.sample_mut(first);
+                for (row, b) in ys.chunks_exact_mut(Self::OUT_PLANE).zip(&self.bias) {
+                    row.fill(*b);
+                }
+                matmul(weight, col, MatMut::row_major(ys, CO, columns), true);
+                continue;
+            }
+            let out = &mut cache.out[..CO * columns];
+            matmul(weight, col, MatMut::row_major(out, CO, columns), false);
+            for g in 0..n {
+                let ys = y.sample_mut(first + g);
+                for (o, (row, b)) in ys
+                    .chunks_exact_mut(Self::OUT_PLANE)
+                    .zip(&self.bias)
+                    .enumerate()
+                {
+                    let src = &cache.out[o * columns + g * Self::OUT_PLANE..][..Self::OUT_PLANE];
+                    for (y, v) in row.iter_mut().zip(src) {
+                        *y = *v + *b;
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward_train(
+        &mut self,
+        x: &Tensor<Rank3<CI, H, W>, E>,
+        y: &mut Tensor<Rank3<CO, OH, OW>, E>,
+        cache: &mut ConvCache<E>,
+    ) {
+        self.forward(x, y, cache);
+    }
+
+    fn backward(
+        &self,
+        x: &Tensor<Rank3<CI, H, W>, E>,
+        _y: &Tensor<Rank3<CO, OH, OW>, E>,
+        dy: &Tensor<Rank3<CO, OH, OW>, E>,
+        mut dx: Option<&mut Tensor<Rank3<CI, H, W>, E>>,
+        cache: &mut ConvCache<E>,
+        grads: &mut Self,
+    ) {
+        let batch = x.batch();
+        if let Some(dx) = dx.as_deref_mut() {
+            dx.set_batch(batch);
+        }
+        if Self::OUT_PLANE == 0 {
+            if let Some(dx) = dx {
+                dx.fill_zero();
+            }
+            return;
+        }
+        for dys in dy.samples() {
+            for (g, row) in grads.bias.iter_mut().zip(dys.chunks_exact(Self::OUT_PLANE)) {
+                *g += sum(row);
+            }
+        }
+        let weight_t = MatRef::transposed(&self.weight, CO, Self::FAN_IN);
+        for first in (0..batch).step_by(cache.group) {
+            let n = cache.group.min(batch - first);
+            let columns = n * Self::OUT_PLANE;
+            let dy_mat = if cache.group == 1 {
+                MatRef::row_major(dy.sample(first), CO, columns)
+            } else {
+                // The group's output gradient, side by side like its columns.
+                let dy_group = &mut cache.out[..CO * columns];
+                for g in 0..n {
+                    for (o, row) in dy
+                        .sample(first + g)
+                        .chunks_exact(Self::OUT_PLANE)
+                        .enumerate()
+                    {
+                        dy_group[o * columns + g * Self::OUT_PLANE..][..Self::OUT_PLANE]
+                            .copy_from_slice(row);
+                    }
+                }
+                MatRef::row_major(&cache.out[..CO * columns], CO, columns)
+            };
+            let col = Self::columns(x, first, n, &mut cache.col);
+            let col_t = MatRef {
+                rows: columns,
+                cols: Self::FAN_IN,
+                row_stride: col.col_stride,
+                col_stride: col.row_stride,
+                ..col
+            };
+            let dw = MatMut::row_major(&mut grads.weight, CO, Self::FAN_IN);
+            matmul(dy_mat, col_t, dw, true);
+            let Some(dx) = dx.as_deref_mut() else {
+                continue;
+            };
+            if Self::POINTWISE && n == 1 {
+                let dxs = MatMut::row_major(dx.sample_mut(first), CI, columns);
+                matmul(weight_t, dy_mat, dxs, false);
+                continue;
+            }
+            let dcol = &mut cache.dcol[..Self::FAN_IN * columns];
+            matmul(
+                weight_t,
+                dy_mat,
+                MatMut::row_major(dcol, Self::FAN_IN, columns),
+                false,
+            );
+            for g in 0..n {
+                let dxs = dx.sample_mut(first + g);
+                dxs.fill(E::ZERO);
+                let at = g * Self::OUT_PLANE;
+                col2im(Self::GEOMETRY, &cache.dcol[at..], columns, dxs);
+            }
+        }
+    }
+
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
+        f(Param {
+            name: &join_name(prefix, "weight"),
+            shape: &Self::WEIGHT_SHAPE,
+            values: &self.weight,
+        });
+        f(Param {
+            name: &join_name(prefix, "bias"),
+            shape: &Self::BIAS_SHAPE,
+            values: &self.bias,
+        });
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
+        f(ParamMut {
+            name: &join_name(prefix, "weight"),
+            shape: &Self::WEIGHT_SHAPE,
+            values: &mut self.weight,
+        });
+        f(ParamMut {
+            name: &join_name(prefix, "bias"),
+            shape: &Self::BIAS_SHAPE,
+            values: &mut self.bias,
+        });
+    }
+
+    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
+        f(&mut self.weight, &grads.weight);
+        f(&mut self.bias, &grads.bias);
+    }
+
+    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
+        f(&mut grads.weight);
+        f(&mut grads.bias);
+    }
+}
+
+/// Reading the PyTorch reference files in tests/fixtures/cnn/ (written by
+/// tests/fixtures/make_cnn_fixtures.py), shared by the tests of the CNN layers.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use safetensors::{Dtype, SafeTensors};
+
+    /// A fixture file's bytes.
+    pub struct Fixture(Vec<u8>);
+
+    impl Fixture {
+        pub fn open(name: &str) -> Self {
+            let path = format!(
+                "{}/../tests/fixtures/cnn/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            Self(std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}")))
+        }
+
+        /// A float64 tensor's shape and values.
+        pub fn f64(&self, key: &str) -> (Vec<usize>, Vec<f64>) {
+            let file = SafeTensors::deserialize(&self.0).expect("a safetensors file");
+            let view = file
+                .tensor(key)
+                .unwrap_or_else(|e| panic!("no tensor {key}: {e}"));
+            assert_eq!(view.dtype(), Dtype::F64, "{key}");
+            let values = view
+                .data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            (view.shape().to_vec(), values)
+        }
+
+        /// A float64 tensor's values, after checking its shape.
+        pub fn values(&self, key: &str, shape: &[usize]) -> Vec<f64> {
+            let (actual, values) = self.f64(key);
+            assert_eq!(actual, shape, "shape of {key}");
+            values
+        }
+
+        /// An int64 scalar.
+        pub fn i64(&self, key: &str) -> i64 {
+            let file = SafeTensors::deserialize(&self.0).expect("a safetensors file");
+            let view = file
+                .tensor(key)
+                .unwrap_or_else(|e| panic!("no tensor {key}: {e}"));
+            assert_eq!(view.dtype(), Dtype::I64, "{key}");
+            i64::from_le_bytes(view.data().try_into().expect("one int64"))
+        }
+    }
+
+    /// Asserts `|a − b| <= tol · max(1, |b|)` everywhere.
+    pub fn assert_close<E: crate::Float>(what: &str, actual: &[E], expected: &[f64], tol: f64) {
+        assert_eq!(actual.len(), expected.len(), "{what}: length");
+        for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+            let a = a.to_f64();
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1.0),
+                "{what}[{i}]: {a} vs PyTorch's {b}"
+            );
+        }
+    }
+
+    /// Converts reference values to the element type under test.
+    pub fn cast<E: crate::Float>(values: &[f64]) -> Vec<E> {
+        values.iter().map(|v| E::from_f64(*v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{assert_close, cast, Fixture};
+    use super::*;
+    use crate::gradcheck::check_module;
+
+    #[test]
+    fn padding_one_keeps_the_size_and_correlates_without_flipping() {
+        // One channel, 3 x 3 input, a 3 x 3 kernel that is not symmetric, padding 1.
+        let layer = Conv2d::<1, 1, 3, 1, 1, 3, 3, 3, 3, f64> {
+            weight: vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0],
+            bias: vec![0.5],
+        };
+        let x = Tensor::from_vec((1..=9).map(f64::from).collect()).unwrap();
+        let mut y = Tensor::zeros(0);
+        layer.forward(&x, &mut y, &mut layer.new_cache(1));
+        // y[i, j] = 0.5 + x[i - 1, j] + 2 x[i + 1, j + 1] (0 outside).
+        #[rustfmt::skip]
+        let expected = [
+            0.5 + 0.0 + 2.0 * 5.0, 0.5 + 0.0 + 2.0 * 6.0, 0.5,
+            0.5 + 1.0 + 2.0 * 8.0, 0.5 + 2.0 + 2.0 * 9.0, 0.5 + 3.0,
+            0.5 + 4.0,             0.5 + 5.0,             0.5 + 6.0,
+        ];
+        assert_eq!(y.as_slice(), &expected);
+    }
+
+    #[test]
+    fn stride_two_floors_the_output_size() {
+        // 2 channels, 4 x 5 input, 2 x 2 kernel of ones on channel 0 and twos on channel 1,
+        // stride 2, no padding: OH = (4 - 2) / 2 + 1 = 2, OW = (5 - 2) / 2 + 1 = 2 (the last
+        // column is never read).
+        let mut weight = vec![1.0; 4];
+        weight.extend([2.0; 4]);
+        let layer = Conv2d::<2, 1, 2, 2, 0, 4, 5, 2, 2, f64> {
+            weight,
+            bias: vec![0.0],
+        };
+        let x = Tensor::from_vec((0..40).map(f64::from).collect()).unwrap();
+        let mut y = Tensor::zeros(0);
+        layer.forward(&x, &mut y, &mut layer.new_cache(1));
+        let window = |c: usize, i: usize, j: usize| -> f64 {
+            let at = |h: usize, w: usize| (c * 20 + h * 5 + w) as f64;
+            at(2 * i, 2 * j)
+                + at(2 * i, 2 * j + 1)
+                + at(2 * i + 1, 2 * j)
+                + at(2 * i + 1, 2 * j + 1)
+        };
+        let expected: Vec<f64> = (0..2)
+            .flat_map(|i| (0..2).map(move |j| (i, j)))
+            .map(|(i, j)| window(0, i, j) + 2.0 * window(1, i, j))
+            .collect();
+        assert_eq!(y.as_slice(), &expected[..]);
+    }
+
+    #[test]
+    fn one_by_one_convolution_mixes_channels_per_pixel() {
+        let layer = Conv2d::<2, 3, 1, 1, 0, 2, 2, 2, 2, f64> {
+            weight: vec![1.0, 0.0, 0.0, 1.0, 1.0, -1.0],
+            bias: vec![0.0, 0.0, 10.0],
+        };
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]).unwrap();
+        let mut y = Tensor::zeros(0);
+        let mut cache = layer.new_cache(1);
+        assert!(
+            cache.col.is_empty(),
+            "no unfolding buffer for a pointwise convolution"
+        );
+        layer.forward(&x, &mut y, &mut cache);
+        #[rustfmt::skip]
+        assert_eq!(
+            y.as_slice(),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 6.0, 6.0, 6.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        // (K, S, P) = (3, 1, 1): same size.
+        check_module::<Conv2d<2, 3, 3, 1, 1, 5, 4, 5, 4, f64>>(2, 21);
+        // (1, 1, 0): the pointwise path.
+        check_module::<Conv2d<3, 2, 1, 1, 0, 3, 4, 3, 4, f64>>(3, 22);
+        // (3, 2, 1) on 7 x 6: floor to 4 x 3.
+        check_module::<Conv2d<2, 3, 3, 2, 1, 7, 6, 4, 3, f64>>(2, 23);
+        // (2, 2, 0) on 5 x 5: the last row and column are never read.
+        check_module::<Conv2d<1, 2, 2, 2, 0, 5, 5, 2, 2, f64>>(2, 24);
+        // (5, 1, 2), (1, 2, 0) and (3, 3, 2): wide kernel, strided 1 x 1, padding > stride.
+        check_module::<Conv2d<2, 2, 5, 1, 2, 4, 6, 4, 6, f64>>(2, 25);
+        check_module::<Conv2d<2, 3, 1, 2, 0, 5, 4, 3, 2, f64>>(2, 26);
+        check_module::<Conv2d<1, 2, 3, 3, 2, 5, 7, 3, 3, f64>>(2, 27);
+        // Large enough for the packed product, both cores and the parallel unfolding.
+        check_module::<Conv2d<8, 16, 3, 1, 1, 24, 24, 24, 24, f64>>(2, 28);
+        // Groups of two samples and a last group of one, for a 3 x 3 and a 1 x 1 kernel.
+        check_module::<Conv2d<1, 2, 3, 1, 1, 20, 20, 20, 20, f64>>(3, 29);
+        check_module::<Conv2d<2, 2, 1, 1, 0, 20, 20, 20, 20, f64>>(3, 30);
+    }
+
+    /// Forward and backward of `layer` on `x` with a cache made for `max_batch`.
+    fn run<M: Module<f64>>(
+        layer: &M,
+        x: &Tensor<M::Input, f64>,
+        max_batch: usize,
+    ) -> (Vec<f64>, M::Grads, Vec<f64>) {
+        let batch = x.batch();
+        let mut cache = layer.new_cache(max_batch);
+        let mut y = Tensor::zeros(batch);
+        layer.forward(x, &mut y, &mut cache);
+        let dy = Tensor::from_vec(
+            (0..y.as_slice().len())
+                .map(|i| (i as f64 * 0.3).sin())
+                .collect(),
+        )
+        .unwrap();
+        let mut grads = layer.new_grads();
+        let mut dx = Tensor::zeros(batch);
+        layer.backward(x, &y, &dy, Some(&mut dx), &mut cache, &mut grads);
+        (y.into_vec(), grads, dx.into_vec())
+    }
+
+    fn grouping_agrees<M: Module<f64, Grads = M> + PartialEq + std::fmt::Debug>(batch: usize) {
+        let layer = M::init(&mut crate::init::rng(5));
+        let x = crate::gradcheck::random_tensor(&mut crate::init::rng(6), batch);
+        let (y1, g1, dx1) = run(&layer, &x, 1);
+        for max_batch in [2, batch] {
+            let (y, g, dx) = run(&layer, &x, max_batch);
+            let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12);
+            assert!(close(&y, &y1) && close(&dx, &dx1), "max batch {max_batch}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            g.visit_params("", &mut |p| a.extend_from_slice(p.values));
+            g1.visit_params("", &mut |p| b.extend_from_slice(p.values));
+            assert!(close(&a, &b), "grads, max batch {max_batch}");
+        }
+    }
+
+    #[test]
+    fn unfolding_several_samples_at_once_changes_nothing() {
+        // One sample per product (a cache for batch 1), groups of 2 with a last group of 1, and
+        // all 5 samples at once.
+        grouping_agrees::<Conv2d<2, 3, 3, 2, 1, 7, 6, 4, 3, f64>>(5);
+        grouping_agrees::<Conv2d<3, 2, 1, 1, 0, 3, 4, 3, 4, f64>>(5);
+        grouping_agrees::<Conv2d<2, 4, 3, 1, 1, 5, 5, 5, 5, f64>>(5);
+    }
+
+    #[test]
+    fn group_sizes_follow_the_image_size_and_the_batch() {
+        let cache = Conv2d::<1, 1, 3, 1, 1, 4, 4, 4, 4, f32>::zeros().new_cache(100);
+        assert_eq!(cache.group, 64);
+        assert_eq!(cache.col.len(), 9 * 64 * 16);
+        let cache = Conv2d::<1, 1, 3, 1, 1, 4, 4, 4, 4, f32>::zeros().new_cache(3);
+        assert_eq!(cache.group, 3);
+        let cache = Conv2d::<1, 1, 3, 1, 1, 32, 32, 32, 32, f32>::zeros().new_cache(64);
+        assert_eq!((cache.group, cache.out.len()), (1, 0));
+        let cache = Conv2d::<2, 1, 1, 1, 0, 32, 32, 32, 32, f32>::zeros().new_cache(64);
+        assert!(cache.col.is_empty() && cache.dcol.is_empty() && cache.out.is_empty());
+    }
+
+    #[test]
+    fn parameters_are_named_and_shaped_like_pytorch() {
+        let layer = Conv2d::<3, 8, 3, 1, 1, 4, 4, 4, 4>::zeros();
+        let mut seen = Vec::new();
+        layer.visit_params("features.0", &mut |p| {
+            seen.push((p.name.to_string(), p.shape.to_vec(), p.values.len()))
+        });
+        assert_eq!(
+            seen,
+            vec![
+                ("features.0.weight".to_string(), vec![8, 3, 3, 3], 216),
+                ("features.0.bias".to_string(), vec![8], 8),
+            ]
+        );
+        assert_eq!(
+            <Conv2d<3, 8, 3, 1, 1, 4, 4, 4, 4> as Module<f32>>::PARAMS,
+            224
+        );
+    }
+
+    #[test]
+    fn init_is_bounded_by_one_over_root_fan_in() {
+        let layer: Conv2d<4, 8, 3, 1, 1, 4, 4, 4, 4> =
+            Module::<f32>::init(&mut crate::init::rng(3));
+        let bound = 1.0 / (36.0f32).sqrt();
+        assert!(layer
+            .weight
+            .iter()
+            .chain(&layer.bias)
+            .all(|v| v.abs() <= bound));
+        assert!(layer.weight.iter().any(|v| v.abs() > 0.8 * bound));
+    }
+
+    /// Forward and backward of the PyTorch convolution `prefix` of `conv.safetensors`, in `E`.
+    fn pytorch_case<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+        E: Float,
+    >(
+        f: &Fixture,
+        prefix: &str,
+        tol: f64,
+    ) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let weight_shape = [CO, CI, K, K];
+        let layer = Conv2d::<CI, CO, K, S, P, H, W, OH, OW, E> {
+            weight: cast(&f.values(&key("weight"), &weight_shape)),
+            bias: cast(&f.values(&key("bias"), &[CO])),
+        };
+        let (in_shape, input) = f.f64(&key("input"));
+        assert_eq!(&in_shape[1..], &[CI, H, W]);
+        let x = Tensor::from_vec(cast::<E>(&input)).unwrap();
+        let batch = x.batch();
+        let out_shape = [batch, CO, OH, OW];
+        let mut y = Tensor::zeros(batch);
+        let mut cache = layer.new_cache(batch);
+        layer.forward(&x, &mut y, &mut cache);
+        let expected = f.values(&key("output"), &out_shape);
+        assert_close(&key("output"), y.as_slice(), &expected, tol);
+
+        let dy = Tensor::from_vec(cast::<E>(&f.values(&key("grad_output"), &out_shape))).unwrap();
+        let mut grads = layer.new_grads();
+        let mut dx = Tensor::zeros(batch);
+        layer.backward(&x, &y, &dy, Some(&mut dx), &mut cache, &mut grads);
+        let expected = f.values(&key("grad.weight"), &weight_shape);
+        assert_close(&key("grad.weight"), &grads.weight, &expected, tol);
+        let expected = f.values(&key("grad.bias"), &[CO]);
+        assert_close(&key("grad.bias"), &grads.bias, &expected, tol);
+        let expected = f.values(&key("grad.input"), &in_shape);
+        assert_close(&key("grad.input"), dx.as_slice(), &expected, tol);
+    }
+
+    #[test]
+    fn matches_pytorch_in_f64_and_f32() {
+        let f = Fixture::open("conv.safetensors");
+        pytorch_case::<3, 4, 3, 2, 1, 7, 6, 4, 3, f64>(&f, "k3s2p1", 1e-12);
+        pytorch_case::<3, 4, 3, 2, 1, 7, 6, 4, 3, f32>(&f, "k3s2p1", 1e-5);
+        pytorch_case::<2, 3, 5, 1, 2, 6, 5, 6, 5, f64>(&f, "k5s1p2", 1e-12);
+        pytorch_case::<2, 3, 5, 1, 2, 6, 5, 6, 5, f32>(&f, "k5s1p2", 1e-5);
+        pytorch_case::<4, 3, 1, 1, 0, 3, 5, 3, 5, f64>(&f, "k1s1p0", 1e-12);
+        pytorch_case::<4, 3, 1, 1, 0, 3, 5, 3, 5, f32>(&f, "k1s1p0", 1e-5);
+        pytorch_case::<2, 2, 2, 2, 0, 5, 7, 2, 3, f64>(&f, "k2s2p0", 1e-12);
+        pytorch_case::<2, 2, 2, 2, 0, 5, 7, 2, 3, f32>(&f, "k2s2p0", 1e-5);
+    }
+}

@@ -1,0 +1,432 @@
+//! Elman recurrent layer with tanh, PyTorch's `nn.RNN`.
+
+use crate::init::{fan_in_uniform, Rng};
+use crate::kernels::{matmul, MatMut, MatRef};
+use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
+use crate::layers::sequence::{
+    add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, transpose_into,
+    visit_recurrent_params, visit_recurrent_params_mut, Recurrent,
+};
+use crate::module::{Module, Param, ParamMut};
+use crate::{Float, Rank2, Tensor};
+
+/// `h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)` over a sequence `[T, D]`, returning
+/// every `h_t` (`[T, H]`): PyTorch's `nn.RNN(D, H, batch_first=True)` (one layer, tanh).
+///
+/// Parameters under PyTorch's names, all four from U(-1/√H, 1/√H): `weight_ih_l0` `[H, D]`,
+/// `weight_hh_l0` `[H, H]`, `bias_ih_l0` `[H]`, `bias_hh_l0` `[H]`.
+///
+/// Forward: the input projections `a = X W_ihᵀ + b_ih + b_hh` of every step of every sample
+/// are one product (`[batch·T, D] · [D, H]`); then step by step `a_t += h_{t-1} W_hhᵀ`
+/// (`[batch, H] · [H, H]`, against a row-major copy of `W_hhᵀ` made once per forward) and
+/// `h_t = tanh(a_t)`. `h_0` is the cache's `initial_state`: zeros, or the state carried from
+/// the previous forward (see [`Recurrent`]).
+///
+/// Backward through all `T` steps, for `dY` `[batch, T, H]`, with `g_T = 0` the gradient
+/// reaching `h_T` from later steps; for `t = T .. 1`:
+/// `da_t = (dy_t + g_t) ⊙ (1 − h_t²)` and `g_{t-1} = da_t W_hh` (`[batch, H] · [H, H]`).
+/// Then over all steps at once, each one product: `dW_hh += Σ_t da_tᵀ h_{t-1}`,
+/// `dW_ih += daᵀ X`, `db_ih += Σ da`, `db_hh += Σ da`, `dX = da W_ih`. `h_0` is a constant
+/// (detached): no gradient flows into it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rnn<const T: usize, const D: usize, const H: usize, E: Float = f32> {
+    /// `W_ih`, `[H, D]`, row-major.
+    pub weight_ih_l0: Vec<E>,
+    /// `W_hh`, `[H, H]`, row-major.
+    pub weight_hh_l0: Vec<E>,
+    /// `b_ih`, `[H]`.
+    pub bias_ih_l0: Vec<E>,
+    /// `b_hh`, `[H]`.
+    pub bias_hh_l0: Vec<E>,
+}
+
+/// The cache of an [`Rnn`]: its carried state and its working buffers, for up to `max_batch`
+/// samples.
+#[derive(Clone, Debug)]
+pub struct RnnCache<E> {
+    /// `h_0` of the next forward, `[max_batch, H]`: zeros until
+    /// [`carry_state`](Recurrent::carry_state) (or the caller) writes it.
+    pub initial_state: Vec<E>,
+    /// `h_T` of the last forward, `[max_batch, H]`; rows beyond that forward's batch are zero.
+    pub final_state: Vec<E>,
+    /// The `h_0` the last forward started from, `[max_batch, H]`: its backward needs it, also
+    /// after `carry_state` has replaced `initial_state`.
+    start: Vec<E>,
+    /// `[max_batch, T, H]`: the pre-activations `a` in the forward, `da` in the backward.
+    pre: Vec<E>,
+    /// `W_hhᵀ`, `[H, H]` row-major, copied by every forward.
+    weight_hh_t: Vec<E>,
+    /// `[max_batch, T, H]`: `h_{t-1}` of every step, in the backward.
+    previous: Vec<E>,
+    /// `[max_batch, H]`: the gradient reaching `h_{t-1}` from step `t`.
+    carried_grad: Vec<E>,
+    max_batch: usize,
+}
+
+impl<E> RnnCache<E> {
+    /// The largest batch this cache holds.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+}
+
+impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
+    const SHAPES: [&'static [usize]; 4] = [&[H, D], &[H, H], &[H], &[H]];
+
+    /// A layer with every parameter zero.
+    pub fn zeros() -> Self {
+        Self {
+            weight_ih_l0: vec![E::ZERO; H * D],
+            weight_hh_l0: vec![E::ZERO; H * H],
+            bias_ih_l0: vec![E::ZERO; H],
+            bias_hh_l0: vec![E::ZERO; H],
+        }
+    }
+
+    /// The four parameters, in PyTorch's order.
+    fn values_mut(&mut self) -> [&mut [E]; 4] {
+        [
+            &mut self.weight_ih_l0,
+            &mut self.weight_hh_l0,
+            &mut self.bias_ih_l0,
+            &mut self.bias_hh_l0,
+        ]
+    }
+
+    /// The forward of both `forward` and `forward_train`: `y` gets every `h_t`, the cache the
+    /// pre-activations and the final state.
+    fn run(
+        &self,
+        x: &Tensor<Rank2<T, D>, E>,
+        y: &mut Tensor<Rank2<T, H>, E>,
+        cache: &mut RnnCache<E>,
+    ) {
+        let batch = x.batch();
+        check_batch("Rnn", batch, cache.max_batch);
+        y.set_batch(batch);
+        let y = y.as_mut_slice();
+        let start = &mut cache.start[..batch * H];
+        start.copy_from_slice(&cache.initial_state[..batch * H]);
+        let pre = &mut cache.pre[..batch * T * H];
+        linear_rows(
+            batch * T,
+            D,
+            H,
+            x.as_slice(),
+            &self.weight_ih_l0,
+            &self.bias_ih_l0,
+            pre,
+        );
+        add_to_rows(pre, &self.bias_hh_l0);
+        transpose_into(&self.weight_hh_l0, H, H, &mut cache.weight_hh_t);
+        for t in 0..T {
+            let previous = if t == 0 {
+                MatRef::row_major(&*start, batch, H)
+            } else {
+                step(y, batch, T, H, t - 1)
+            };
+            matmul(
+                previous,
+                MatRef::row_major(&cache.weight_hh_t, H, H),
+                step_mut(pre, batch, T, H, t),
+                true,
+            );
+            for b in 0..batch {
+                let at = (b * T + t) * H;
+                for (h, a) in y[at..at + H].iter_mut().zip(&pre[at..at + H]) {
+                    *h = a.tanh();
+                }
+            }
+        }
+        store_final_state(&mut cache.final_state, y, start, batch, T, H);
+    }
+}
+
+impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn<T, D, H, E> {
+    type Input = Rank2<T, D>;
+    type Output = Rank2<T, H>;
+    type Cache = RnnCache<E>;
+    type Grads = Self;
+
+    const PARAMS: usize = H * D + H * H + 2 * H;
+
+    fn init(rng: &mut Rng) -> Self {
+        let mut layer = Self::zeros();
+        for values in layer.values_mut() {
+            fan_in_uniform(rng, values, H);
+        }
+        layer
+    }
+
+    fn new_cache(&self, max_batch: usize) -> RnnCache<E> {
+        RnnCache {
+            initial_state: vec![E::ZERO; max_batch * H],
+            final_state: vec![E::ZERO; max_batch * H],
+            start: vec![E::ZERO; max_batch * H],
+            pre: vec![E::ZERO; max_batch * T * H],
+            weight_hh_t: vec![E::ZERO; H * H],
+            previous: vec![E::ZERO; max_batch * T * H],
+            carried_grad: vec![E::ZERO; max_batch * H],
+            max_batch,
+        }
+    }
+
+    fn new_grads(&self) -> Self {
+        Self::zeros()
+    }
+
+    fn zero_grads(grads: &mut Self) {
+        for g in grads.values_mut() {
+            g.fill(E::ZERO);
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor<Rank2<T, D>, E>,
+        y: &mut Tensor<Rank2<T, H>, E>,
+        cache: &mut RnnCache<E>,
+    ) {
+        self.run(x, y, cache);
+    }
+
+    fn forward_train(
+        &mut self,
+        x: &Tensor<Rank2<T, D>, E>,
+        y: &mut Tensor<Rank2<T, H>, E>,
+        cache: &mut RnnCache<E>,
+    ) {
+        self.run(x, y, cache);
+    }
+
+    fn backward(
+        &self,
+        x: &Tensor<Rank2<T, D>, E>,
+        y: &Tensor<Rank2<T, H>, E>,
+        dy: &Tensor<Rank2<T, H>, E>,
+        dx: Option<&mut Tensor<Rank2<T, D>, E>>,
+        cache: &mut RnnCache<E>,
+        grads: &mut Self,
+    ) {
+        let batch = x.batch();
+        check_batch("Rnn", batch, cache.max_batch);
+        let (y, dy) = (y.as_slice(), dy.as_slice());
+        let start = &cache.start[..batch * H];
+        let da = &mut cache.pre[..batch * T * H];
+        let later = &mut cache.carried_grad[..batch * H];
+        later.fill(E::ZERO);
+        for t in (0..T).rev() {
+            for (b, later) in later.chunks_exact(H.max(1)).enumerate() {
+                let at = (b * T + t) * H;
+                for (((da, dy), h), g) in da[at..at + H]
+                    .iter_mut()
+                    .zip(&dy[at..at + H])
+                    .zip(&y[at..at + H])
+                    .zip(later)
+                {
+                    *da = (*dy + *g) * (E::ONE - *h * *h);
+                }
+            }
+            if t > 0 {
+                matmul(
+                    step(da, batch, T, H, t),
+                    MatRef::row_major(&self.weight_hh_l0, H, H),
+                    MatMut::row_major(later, batch, H),
+                    false,
+                );
+            }
+        }
+        let previous = &mut cache.previous[..batch * T * H];
+        previous_states(start, y, batch, T, H, previous);
+        matmul(
+            MatRef::transposed(da, batch * T, H),
+            MatRef::row_major(previous, batch * T, H),
+            MatMut::row_major(&mut grads.weight_hh_l0, H, H),
+            true,
+        );
+        add_row_sums(da, &mut grads.bias_hh_l0);
+        let dx = dx.map(|dx| {
+            dx.set_batch(batch);
+            dx.as_mut_slice()
+        });
+        linear_rows_backward(
+            batch * T,
+            D,
+            H,
+            x.as_slice(),
+            &self.weight_ih_l0,
+            da,
+            &mut grads.weight_ih_l0,
+            &mut grads.bias_ih_l0,
+            dx,
+        );
+    }
+
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
+        let values = [
+            &self.weight_ih_l0[..],
+            &self.weight_hh_l0,
+            &self.bias_ih_l0,
+            &self.bias_hh_l0,
+        ];
+        visit_recurrent_params(prefix, Self::SHAPES, values, f);
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
+        visit_recurrent_params_mut(prefix, Self::SHAPES, self.values_mut(), f);
+    }
+
+    /// The state after `steps` steps of the last forward (the output at step `steps`, and
+    /// for an LSTM its cell) becomes the next forward's initial state; the next backward
+    /// treats it as a constant (truncated BPTT).
+    fn carry_over(&self, cache: &mut RnnCache<E>, output: &Tensor<Rank2<T, H>, E>, steps: usize) {
+        assert!(
+            (1..=T).contains(&steps),
+            "carry_over: {steps} steps of a {T}-step layer"
+        );
+        for b in 0..output.batch() {
+            let state = &output.sample(b)[(steps - 1) * H..steps * H];
+            cache.initial_state[b * H..(b + 1) * H].copy_from_slice(state);
+        }
+    }
+
+    fn clear_state(&self, cache: &mut RnnCache<E>) {
+        <Self as Recurrent<E>>::reset_state(cache);
+    }
+
+    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
+        f(&mut self.weight_ih_l0, &grads.weight_ih_l0);
+        f(&mut self.weight_hh_l0, &grads.weight_hh_l0);
+        f(&mut self.bias_ih_l0, &grads.bias_ih_l0);
+        f(&mut self.bias_hh_l0, &grads.bias_hh_l0);
+    }
+
+    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
+        f(&mut grads.weight_ih_l0);
+        f(&mut grads.weight_hh_l0);
+        f(&mut grads.bias_ih_l0);
+        f(&mut grads.bias_hh_l0);
+    }
+}
+
+impl<const T: usize, const D: usize, const H: usize, E: Float> Recurrent<E> for Rnn<T, D, H, E> {
+    fn carry_state(cache: &mut RnnCache<E>) {
+        cache.initial_state.copy_from_slice(&cache.final_state);
+    }
+
+    fn reset_state(cache: &mut RnnCache<E>) {
+        cache.initial_state.fill(E::ZERO);
+        cache.final_state.fill(E::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::check_module;
+    use crate::layers::sequence::testing::{
+        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_state_is_detached,
+        run, Fixture,
+    };
+
+    #[test]
+    fn forward_follows_the_recurrence_by_hand() {
+        // D = 1, H = 1: h_t = tanh(0.5 x_t + 0.1 + (-0.3) h_{t-1} + 0.2).
+        let layer = Rnn::<3, 1, 1, f64> {
+            weight_ih_l0: vec![0.5],
+            weight_hh_l0: vec![-0.3],
+            bias_ih_l0: vec![0.1],
+            bias_hh_l0: vec![0.2],
+        };
+        let x = Tensor::from_vec(vec![1.0, -2.0, 0.5]).unwrap();
+        let mut y = Tensor::zeros(1);
+        let mut cache = layer.new_cache(1);
+        layer.forward(&x, &mut y, &mut cache);
+        let h1 = (0.5f64 + 0.3).tanh();
+        let h2 = (-1.0 + 0.3 - 0.3 * h1).tanh();
+        let h3 = (0.25 + 0.3 - 0.3 * h2).tanh();
+        for (a, e) in y.as_slice().iter().zip([h1, h2, h3]) {
+            assert!((a - e).abs() < 1e-15, "{a} vs {e}");
+        }
+        assert_eq!(cache.final_state, vec![y.as_slice()[2]]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        check_module::<Rnn<1, 3, 4, f64>>(2, 1);
+        check_module::<Rnn<3, 3, 4, f64>>(3, 2);
+        check_module::<Rnn<5, 2, 3, f64>>(2, 3);
+        // Products large enough for the packed kernel, split over both cores.
+        check_module::<Rnn<4, 64, 96, f64>>(40, 4);
+    }
+
+    #[test]
+    fn f32_agrees_with_f64() {
+        // Products large enough for the f32 micro-kernel, split over both cores.
+        check_f32_agrees_with_f64::<Rnn<6, 64, 96, f32>, Rnn<6, 64, 96, f64>>(24, 9);
+    }
+
+    #[test]
+    fn matches_pytorch() {
+        let fixture = Fixture::open("rnn.safetensors");
+        let mut layer = Rnn::<5, 3, 4, f64>::zeros();
+        fixture.load(&mut layer);
+        let x = fixture.tensor("input");
+        let r = fixture.tensor("r");
+
+        let mut cache = layer.new_cache(2);
+        run(&mut layer, &mut cache, &x, &r).assert_matches(&fixture, "");
+        fixture.assert_matches("h_n", &cache.final_state);
+
+        let mut cache = layer.new_cache(2);
+        cache.initial_state = fixture.values("h0");
+        run(&mut layer, &mut cache, &x, &r).assert_matches(&fixture, "h0.");
+        fixture.assert_matches("h0.h_n", &cache.final_state);
+    }
+
+    #[test]
+    fn carried_state_joins_two_halves_into_the_whole() {
+        check_carry_state::<Rnn<6, 3, 4, f64>, Rnn<3, 3, 4, f64>>(
+            |whole, half| {
+                assert_eq!(
+                    whole.final_state,
+                    half.final_state[..whole.final_state.len()]
+                )
+            },
+            7,
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_passes_through() {
+        check_empty_batch::<Rnn<3, 2, 4, f64>>();
+    }
+
+    #[test]
+    fn gradients_do_not_flow_into_the_carried_state() {
+        check_state_is_detached::<Rnn<3, 3, 4, f64>>(8);
+    }
+
+    #[test]
+    fn parameters_have_pytorchs_names_shapes_and_init_bound() {
+        let layer = Rnn::<2, 3, 16, f32>::init(&mut crate::init::rng(1));
+        let mut seen = Vec::new();
+        layer.visit_params("rnn", &mut |p| {
+            assert!(p.values.iter().all(|v| v.abs() <= 0.25), "U(-1/4, 1/4)");
+            seen.push((p.name.to_string(), p.shape.to_vec()));
+        });
+        assert_eq!(
+            seen,
+            vec![
+                ("rnn.weight_ih_l0".to_string(), vec![16, 3]),
+                ("rnn.weight_hh_l0".to_string(), vec![16, 16]),
+                ("rnn.bias_ih_l0".to_string(), vec![16]),
+                ("rnn.bias_hh_l0".to_string(), vec![16]),
+            ]
+        );
+        assert_eq!(
+            <Rnn<2, 3, 16, f32> as Module<f32>>::PARAMS,
+            16 * 3 + 16 * 16 + 32
+        );
+    }
+}
