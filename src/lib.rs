@@ -1,5 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+// Lets `network!`'s generated `::nn::` paths resolve inside this crate too (the model zoo).
+extern crate self as nn;
+
+pub mod models;
+
 pub use nn_core::*;
 pub use nn_macros::network;
 

@@ -31,8 +31,10 @@ pub struct CheckedLayer {
     pub macs: usize,
     /// The layer as the summary shows it, e.g. `linear(784 => 512)`.
     pub display: String,
-    /// A remark for the summary (and a warning), e.g. PyTorch's floor dropping a row.
+    /// A remark for the summary, e.g. PyTorch's floor dropping a row.
     pub note: String,
+    /// Whether the note is also a compile-time warning (not acknowledged by an annotation).
+    pub warn: bool,
     /// The call's tokens, so generated code can be spanned at it.
     pub tokens: TokenStream,
 }
@@ -181,10 +183,11 @@ impl Walk {
         output: Option<Vec<usize>>,
         annotation: Option<&crate::parse::ShapeLit>,
         display: String,
-        note: String,
+        (note, warn): (String, bool),
         tokens: &TokenStream,
     ) {
         let full_path = join(&self.prefix, &local);
+        let input_shape = self.shape.clone();
         if errors.is_empty() {
             if let (Some(kind), Some(input), Some(output)) = (kind, &self.shape, &output) {
                 let (params, macs) = match &kind {
@@ -205,6 +208,7 @@ impl Walk {
                     macs,
                     display: display.clone(),
                     note,
+                    warn,
                     tokens: tokens.clone(),
                 });
                 self.kept_output = output.clone();
@@ -215,9 +219,15 @@ impl Walk {
         if let Some(shape) = &self.shape {
             self.last = Some((tokens.clone(), display.clone(), shape.clone()));
         }
+        let flattened = if display == "flatten" {
+            input_shape
+        } else {
+            None
+        };
         self.source = Source::Layer {
             path: full_path,
             display,
+            flattened,
         };
     }
 
@@ -249,6 +259,11 @@ impl Walk {
             .as_ref()
             .map(|k| layers::display(k, self.shape.as_deref()))
             .unwrap_or_default();
+        // Writing the output shape acknowledges a floored stride: the summary still says it,
+        // but no warning.
+        let acknowledged =
+            matches!((&layer.annotation, &output), (Some(a), Some(out)) if a.dims == *out);
+        let warn = !note.is_empty() && !acknowledged;
         if let (Some(annotation), Some(actual)) = (&layer.annotation, &output) {
             if annotation.dims != *actual {
                 let input = self.shape.clone().unwrap_or_default();
@@ -275,7 +290,7 @@ impl Walk {
             output,
             layer.annotation.as_ref(),
             display,
-            note,
+            (note, warn),
             &layer.tokens,
         );
     }
@@ -303,7 +318,7 @@ impl Walk {
                 None,
                 residual.annotation.as_ref(),
                 "residual".into(),
-                String::new(),
+                (String::new(), false),
                 &residual.tokens,
             );
             return;
@@ -367,7 +382,7 @@ impl Walk {
             output,
             residual.annotation.as_ref(),
             display,
-            String::new(),
+            (String::new(), false),
             &residual.tokens,
         );
     }

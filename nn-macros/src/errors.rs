@@ -25,14 +25,19 @@ fn size_with_arithmetic(shape: &[usize]) -> String {
 #[derive(Clone)]
 pub enum Source {
     NetworkInput,
-    Layer { path: String, display: String },
+    Layer {
+        path: String,
+        display: String,
+        /// For `flatten`: the shape it flattened, to show the arithmetic.
+        flattened: Option<Vec<usize>>,
+    },
 }
 
 impl Source {
     fn describe(&self) -> String {
         match self {
             Source::NetworkInput => "the network input".to_string(),
-            Source::Layer { path, display } => format!("`{path}: {display}`"),
+            Source::Layer { path, display, .. } => format!("`{path}: {display}`"),
         }
     }
 }
@@ -93,7 +98,13 @@ pub fn in_features_mismatch(
         format!(
             "`{display}` expects {declared} input features, but gets {} from {}\n\
              help: write `{fix}`, or leave the input size out to infer it",
-            size_with_arithmetic(input),
+            match source {
+                Source::Layer {
+                    flattened: Some(volume),
+                    ..
+                } => size_with_arithmetic(volume),
+                _ => size_with_arithmetic(input),
+            },
             source.describe()
         ),
     )

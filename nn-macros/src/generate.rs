@@ -260,15 +260,15 @@ fn note_warnings(layers: &[CheckedLayer], out: &mut Vec<TokenStream>) {
             note_warnings(&block.body, out);
             note_warnings(block.shortcut.as_deref().unwrap_or_default(), out);
         }
-        if !l.note.is_empty() {
+        if l.warn {
             let note = format!("{}: {}", l.display, l.note);
             let span = l.tokens.span();
-            let used = quote_spanned!(span=> floored_output);
+            let used = quote_spanned!(span=> stride_floors_the_output);
             out.push(quote! {
                 const _: () = {
                     #[deprecated(note = #note)]
                     #[allow(non_upper_case_globals)]
-                    const floored_output: () = ();
+                    const stride_floors_the_output: () = ();
                     #used
                 };
             });
@@ -307,6 +307,17 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
     let activation_fields: Vec<_> = (0..inner).map(|i| format_ident!("a_{}", i)).collect();
     let gradient_fields: Vec<_> = (0..inner).map(|i| format_ident!("g_{}", i)).collect();
     let cache_fields: Vec<_> = (0..n).map(|i| format_ident!("c_{}", i)).collect();
+    let carry_outputs: Vec<_> = (0..n)
+        .map(|i| {
+            if i + 1 == n {
+                quote!(output)
+            } else {
+                let a = &activation_fields[i];
+                quote!(&cache.#a)
+            }
+        })
+        .collect();
+    let layer_indices: Vec<_> = (0..n as u64).map(Literal::u64_unsuffixed).collect();
     let activation_types: Vec<_> = layers[..inner]
         .iter()
         .map(|l| shape_type(&l.output))
@@ -496,12 +507,20 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
             }
 
             fn new_cache(&self, max_batch: usize) -> #cache_name<E> {
-                #cache_name {
+                let mut cache = #cache_name {
                     #(#activation_fields: ::nn::Tensor::zeros(max_batch),)*
                     #(#gradient_fields: ::nn::Tensor::zeros(max_batch),)*
                     #(#cache_fields: <#types as ::nn::Module<E>>::new_cache(&self.#fields, max_batch),)*
                     element: ::core::marker::PhantomData,
-                }
+                };
+                <Self as ::nn::Module<E>>::reseed(self, &mut cache, 0);
+                cache
+            }
+
+            fn reseed(&self, cache: &mut #cache_name<E>, seed: u64) {
+                // Each layer draws from its own sequence: mix its position into the seed.
+                #(<#types as ::nn::Module<E>>::reseed(&self.#fields, &mut cache.#cache_fields, ::nn::init::mix_seed(seed, #layer_indices));)*
+                let _ = (cache, seed);
             }
 
             fn new_grads(&self) -> #grads_name<E> {
@@ -549,9 +568,9 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
                 let _ = (prefix, f);
             }
 
-            fn carry_over(&self, cache: &mut #cache_name<E>, steps: usize) {
-                #(<#types as ::nn::Module<E>>::carry_over(&self.#fields, &mut cache.#cache_fields, steps);)*
-                let _ = (cache, steps);
+            fn carry_over(&self, cache: &mut #cache_name<E>, output: &::nn::Tensor<#output_shape, E>, steps: usize) {
+                #(<#types as ::nn::Module<E>>::carry_over(&self.#fields, &mut cache.#cache_fields, #carry_outputs, steps);)*
+                let _ = (cache, output, steps);
             }
 
             fn clear_state(&self, cache: &mut #cache_name<E>) {
@@ -567,6 +586,11 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
             fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(::nn::BufferMut<'_, E>)) {
                 #(<#types as ::nn::Module<E>>::visit_buffers_mut(&mut self.#fields, &::nn::join_name(prefix, #paths), f);)*
                 let _ = (prefix, f);
+            }
+
+            fn visit_grads_mut(&self, grads: &mut #grads_name<E>, f: &mut dyn FnMut(&mut [E])) {
+                #(<#types as ::nn::Module<E>>::visit_grads_mut(&self.#fields, &mut grads.#fields, f);)*
+                let _ = (grads, f);
             }
 
             fn visit_params_and_grads(&mut self, grads: &#grads_name<E>, f: &mut dyn FnMut(&mut [E], &[E])) {

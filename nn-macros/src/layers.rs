@@ -569,7 +569,7 @@ fn sliding(
     };
     let note = if rest_h + rest_w > 0 {
         format!(
-            "stride {stride} does not divide the padded input {} x {} minus the kernel {kernel}: like PyTorch, the output is floored to {out_h} x {out_w} and the last {rest_h} row(s) and {rest_w} column(s) are not used",
+            "stride {stride} does not divide the padded input {} x {} minus the kernel {kernel}: like PyTorch, the output is floored to {out_h} x {out_w} and the last {rest_h} row(s) and {rest_w} column(s) are not used; write `=> [{channels}, {out_h}, {out_w}]` after the layer to acknowledge it",
             height + 2 * padding,
             width + 2 * padding
         )

@@ -1,0 +1,8 @@
+//! Well-known architectures declared with `network!`, with the parameter names of their
+//! reference implementations so that published weights load without renaming.
+
+pub mod lenet;
+pub mod vgg;
+
+pub use lenet::LeNet5;
+pub use vgg::{Vgg16, VggSmall};
