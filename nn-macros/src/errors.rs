@@ -98,11 +98,15 @@ pub fn in_features_mismatch(
         format!(
             "`{display}` expects {declared} input features, but gets {} from {}\n\
              help: write `{fix}`, or leave the input size out to infer it",
-            match source {
-                Source::Layer {
-                    flattened: Some(volume),
-                    ..
-                } => size_with_arithmetic(volume),
+            match (source, input) {
+                (
+                    Source::Layer {
+                        flattened: Some(volume),
+                        ..
+                    },
+                    _,
+                ) => size_with_arithmetic(volume),
+                (_, [steps, features]) => format!("{features} per step (of {steps} steps)"),
                 _ => size_with_arithmetic(input),
             },
             source.describe()
