@@ -49,6 +49,9 @@ pub trait Float:
     /// Runs `f` with this thread's scratch buffer for matrix packing. The buffer only grows,
     /// so after the first products of a given size no call allocates.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    /// Whether `packed_gemm` has a fast path for products whose operands are both contiguous
+    /// along the depth (rows of A, columns of B), used even for small products.
+    const DOT_TILES: bool;
     /// The packed matrix product for this type (see `kernels::gemm`).
     fn packed_gemm(
         a: MatRef<'_, Self>,
@@ -64,12 +67,13 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $gemm:path) => {
+    ($t:ty, $dtype:ident, $gemm:path, $dot_tiles:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
             const BYTES: usize = std::mem::size_of::<$t>();
+            const DOT_TILES: bool = $dot_tiles;
 
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -137,5 +141,10 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, F32, crate::kernels::gemm::gemm_f32);
-impl_float!(f64, F64, crate::kernels::gemm::gemm_generic::<f64>);
+impl_float!(
+    f32,
+    F32,
+    crate::kernels::gemm::gemm_f32,
+    cfg!(target_arch = "x86_64")
+);
+impl_float!(f64, F64, crate::kernels::gemm::gemm_generic::<f64>, false);

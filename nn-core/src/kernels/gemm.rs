@@ -61,6 +61,15 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
 pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
+        let dot_form = a.col_stride == 1 && b.row_stride == 1;
+        if dot_form
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            unsafe { avx2::dot_tiles(a, b, c, accumulate) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (detected just above).
             unsafe { f32_avx512(a, b, c, accumulate) };
@@ -151,6 +160,76 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use crate::kernels::matmul::{MatRef, OutputView};
+    use crate::kernels::vector::dot;
+
+    /// The sum of the eight lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+    }
+
+    /// `C (+)= A · B` when rows of A and columns of B are both contiguous along the depth
+    /// (a linear layer's `X · Wᵀ`): 3 x 4 tiles of dot products, 12 ymm accumulators, no
+    /// packing at all; each operand row is read straight from memory.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_tiles(
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        mut c: OutputView<'_, f32>,
+        accumulate: bool,
+    ) {
+        const MR: usize = 3;
+        const NR: usize = 4;
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let k8 = k / 8 * 8;
+        let a_row = |i: usize| &a.data[i * a.row_stride..][..k];
+        let b_col = |j: usize| &b.data[j * b.col_stride..][..k];
+        // Columns outer: four columns of B (a few KB) stay in L1 while all rows of A stream
+        // past from L2, so B is read from memory once.
+        for j in (0..n).step_by(NR) {
+            for i in (0..m).step_by(MR) {
+                if i + MR > m || j + NR > n {
+                    for r in i..m.min(i + MR) {
+                        for s in j..n.min(j + NR) {
+                            c.store(r, s, dot(a_row(r), b_col(s)), accumulate);
+                        }
+                    }
+                    continue;
+                }
+                let rows = [a_row(i), a_row(i + 1), a_row(i + 2)];
+                let cols = [b_col(j), b_col(j + 1), b_col(j + 2), b_col(j + 3)];
+                let mut acc = [[_mm256_setzero_ps(); NR]; MR];
+                for p in (0..k8).step_by(8) {
+                    // SAFETY: every row and column holds k >= k8 >= p + 8 floats.
+                    let (av, bv) = unsafe {
+                        (
+                            rows.map(|r| _mm256_loadu_ps(r.as_ptr().add(p))),
+                            cols.map(|c| _mm256_loadu_ps(c.as_ptr().add(p))),
+                        )
+                    };
+                    for r in 0..MR {
+                        for s in 0..NR {
+                            acc[r][s] = _mm256_fmadd_ps(av[r], bv[s], acc[r][s]);
+                        }
+                    }
+                }
+                for r in 0..MR {
+                    for s in 0..NR {
+                        let tail: f32 = rows[r][k8..]
+                            .iter()
+                            .zip(&cols[s][k8..])
+                            .map(|(x, y)| x * y)
+                            .sum();
+                        c.store(i + r, j + s, horizontal_sum(acc[r][s]) + tail, accumulate);
+                    }
+                }
+            }
+        }
+    }
 
     /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`: 12 ymm accumulators, two
     /// B vectors and one broadcast of A per row and depth step (15 of the 16 registers).
@@ -315,6 +394,23 @@ fn pack_b<E: Float, const NR: usize>(
     for (panel, cols) in (0..nc).step_by(NR).enumerate() {
         let dst = &mut out[panel * NR * kc..][..NR * kc];
         let valid = NR.min(nc - cols);
+        if b.row_stride == 1 && b.col_stride != 1 {
+            // B is a transpose (a weight read as Wᵀ): its columns are contiguous, so read down
+            // each column and scatter into the panel, which stays in L1.
+            for j in 0..NR {
+                if j < valid {
+                    let column = &b.data[(jc + cols + j) * b.col_stride + pc..][..kc];
+                    for (p, value) in column.iter().enumerate() {
+                        dst[p * NR + j] = *value;
+                    }
+                } else {
+                    for p in 0..kc {
+                        dst[p * NR + j] = E::ZERO;
+                    }
+                }
+            }
+            continue;
+        }
         for p in 0..kc {
             let row = &mut dst[p * NR..][..NR];
             let src = (pc + p) * b.row_stride + (jc + cols) * b.col_stride;

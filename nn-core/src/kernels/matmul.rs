@@ -247,12 +247,15 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         return;
     }
     let work = m * n * k;
-    if work <= SMALL_PRODUCT {
+    let dot_form = a.col_stride == 1 && b.row_stride == 1;
+    if work <= SMALL_PRODUCT && !(dot_form && E::DOT_TILES) {
         small_matmul(a, b, c, accumulate);
     } else {
         let out = OutputView::new(c);
-        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 {
+        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 && !(dot_form && E::DOT_TILES) {
             // Wide: split the columns of B and C, so each core packs only its half of B.
+            // (Dot-product tiles pack nothing: they split by rows, where each core reads all of
+            // B but writes whole rows of C.)
             let half = (n / 2).next_multiple_of(16).min(n);
             let (left, right) = out.split_columns(half);
             let b_left = MatRef { cols: half, ..b };
@@ -340,6 +343,49 @@ mod tests {
 
     fn values(n: usize, seed: f64) -> Vec<f64> {
         (0..n).map(|i| ((i as f64 + seed) * 0.731).sin()).collect()
+    }
+
+    fn view<E>(data: &[E], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, E> {
+        if transposed {
+            MatRef::transposed(data, cols, rows)
+        } else {
+            MatRef::row_major(data, rows, cols)
+        }
+    }
+
+    #[test]
+    fn f32_products_match_f64_in_every_form_and_size() {
+        for &(m, k, n) in &[
+            (1, 7, 1),
+            (3, 8, 4),
+            (5, 19, 7),
+            (32, 64, 32),
+            (64, 784, 512),
+            (70, 64, 513),
+        ] {
+            let a64 = values(m * k, 3.0);
+            let b64 = values(k * n, 4.0);
+            let a32: Vec<f32> = a64.iter().map(|v| *v as f32).collect();
+            let b32: Vec<f32> = b64.iter().map(|v| *v as f32).collect();
+            let forms = [(false, false), (true, true), (false, true), (true, false)];
+            for (ta, tb) in forms {
+                let expected = naive(&view(&a64[..], m, k, ta), &view(&b64[..], k, n, tb));
+                let mut c = vec![0.5f32; m * n];
+                matmul(
+                    view(&a32[..], m, k, ta),
+                    view(&b32[..], k, n, tb),
+                    MatMut::row_major(&mut c, m, n),
+                    true,
+                );
+                for (x, y) in c.iter().zip(&expected) {
+                    let tolerance = 1e-4 * (k as f64).sqrt();
+                    assert!(
+                        (*x as f64 - 0.5 - y).abs() < tolerance,
+                        "m={m} k={k} n={n} {ta} {tb}: {x} vs {y}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
