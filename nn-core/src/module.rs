@@ -162,3 +162,30 @@ pub fn join_name(prefix: &str, name: &str) -> String {
         (false, false) => format!("{prefix}.{name}"),
     }
 }
+
+/// The four parameter visitors of a layer (`visit_params`, `visit_params_mut`,
+/// `visit_params_and_grads`, `visit_grads_mut`), for use inside `impl Module<E> for ..`:
+/// `parameters!(weight: "weight" => Self::WEIGHT_SHAPE, bias: "bias" => Self::BIAS_SHAPE);`
+/// lists each parameter's field (in the layer and in its gradient type), its PyTorch name and
+/// its shape, in PyTorch's order.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! parameters {
+    ($($field:ident: $name:literal => $shape:expr),+ $(,)?) => {
+        fn visit_params(&self, prefix: &str, f: &mut dyn FnMut($crate::Param<'_, E>)) {
+            $(f($crate::Param { name: &$crate::join_name(prefix, $name), shape: &$shape, values: &self.$field });)+
+        }
+
+        fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut($crate::ParamMut<'_, E>)) {
+            $(f($crate::ParamMut { name: &$crate::join_name(prefix, $name), shape: &$shape, values: &mut self.$field });)+
+        }
+
+        fn visit_params_and_grads(&mut self, grads: &Self::Grads, f: &mut dyn FnMut(&mut [E], &[E])) {
+            $(f(&mut self.$field, &grads.$field);)+
+        }
+
+        fn visit_grads_mut(&self, grads: &mut Self::Grads, f: &mut dyn FnMut(&mut [E])) {
+            $(f(&mut grads.$field);)+
+        }
+    };
+}

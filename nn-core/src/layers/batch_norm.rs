@@ -1,7 +1,7 @@
 //! Batch normalisation over the channels of `[C, H, W]` samples.
 
 use crate::init::Rng;
-use crate::module::{Buffer, BufferMut, BufferValues, BufferValuesMut, Module, Param, ParamMut};
+use crate::module::{Buffer, BufferMut, BufferValues, BufferValuesMut, Module};
 use crate::{join_name, Float, Rank3, Tensor};
 
 /// PyTorch's `nn.BatchNorm2d(C)` (eps `1e-5`, momentum `0.1`, affine, tracking running
@@ -271,31 +271,7 @@ impl<const C: usize, const H: usize, const W: usize, E: Float> Module<E>
         }
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &self.weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::SHAPE,
-            values: &self.bias,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &mut self.weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::SHAPE,
-            values: &mut self.bias,
-        });
-    }
+    crate::parameters!(weight: "weight" => Self::SHAPE, bias: "bias" => Self::SHAPE);
 
     fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(Buffer<'_, E>)) {
         f(Buffer {
@@ -331,20 +307,6 @@ impl<const C: usize, const H: usize, const W: usize, E: Float> Module<E>
             shape: &[],
             values: BufferValuesMut::Int64(std::slice::from_mut(&mut self.num_batches_tracked)),
         });
-    }
-
-    fn visit_params_and_grads(
-        &mut self,
-        grads: &BatchNorm2dGrads<E>,
-        f: &mut dyn FnMut(&mut [E], &[E]),
-    ) {
-        f(&mut self.weight, &grads.weight);
-        f(&mut self.bias, &grads.bias);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut BatchNorm2dGrads<E>, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-        f(&mut grads.bias);
     }
 }
 

@@ -4,8 +4,8 @@ use crate::init::{fan_in_uniform, Rng};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::vector::sum;
 use crate::kernels::{matmul, MatMut, MatRef};
-use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Rank3, Tensor};
+use crate::module::Module;
+use crate::{Float, Rank3, Tensor};
 
 /// PyTorch's `nn.Conv2d(CI, CO, K, stride=S, padding=P)`: a square `K x K` kernel, stride `S`
 /// and zero padding `P` on both axes, over inputs `[CI, H, W]` and outputs `[CO, OH, OW]` with
@@ -329,41 +329,7 @@ impl<
         }
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &self.weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::BIAS_SHAPE,
-            values: &self.bias,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &mut self.weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::BIAS_SHAPE,
-            values: &mut self.bias,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight, &grads.weight);
-        f(&mut self.bias, &grads.bias);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-        f(&mut grads.bias);
-    }
+    crate::parameters!(weight: "weight" => Self::WEIGHT_SHAPE, bias: "bias" => Self::BIAS_SHAPE);
 }
 
 /// Reading the PyTorch reference files in tests/fixtures/cnn/ (written by

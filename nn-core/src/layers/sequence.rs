@@ -381,41 +381,7 @@ impl<const T: usize, const I: usize, const O: usize, E: Float> Module<E>
         );
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &self.weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::BIAS_SHAPE,
-            values: &self.bias,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &mut self.weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::BIAS_SHAPE,
-            values: &mut self.bias,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight, &grads.weight);
-        f(&mut self.bias, &grads.bias);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-        f(&mut grads.bias);
-    }
+    crate::parameters!(weight: "weight" => Self::WEIGHT_SHAPE, bias: "bias" => Self::BIAS_SHAPE);
 }
 
 /// What the tests of the sequence layers share: PyTorch fixtures, finite differences with a
