@@ -5,6 +5,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod matmul;
 pub mod parallel;
+pub mod special;
 pub mod vector;
 
 pub use im2col::{col2im, im2col, ConvGeometry};

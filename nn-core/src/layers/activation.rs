@@ -1,11 +1,14 @@
 //! Pointwise activations: `y = f(x)` element by element, `dx = dy ⊙ f'(x)`.
 //!
 //! Each function states its value and derivative; one generic module applies any of them to
-//! any shape, so the three layers share one forward and one backward.
+//! any shape, so the layers share one forward and one backward.
 
 use std::marker::PhantomData;
 
 use crate::init::Rng;
+use crate::kernels::special::{
+    exp_vectorisable, normal_cdf, normal_cdf_single, normal_pdf, normal_pdf_single,
+};
 use crate::module::{Module, Param, ParamMut};
 use crate::{Float, Shape, Tensor};
 
@@ -82,6 +85,102 @@ impl Pointwise for TanhFn {
     }
 }
 
+/// Gaussian error linear unit, exact (PyTorch's `nn.GELU()` / `F.gelu`):
+/// `f(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, `f'(x) = Φ(x) + x φ(x)`,
+/// with `Φ` and `φ` the standard normal distribution and density.
+///
+/// In f64, `Φ = ½ erfc(-x/√2)` by Cody's rational approximations
+/// ([`crate::kernels::special`]), accurate to the last digits and in relative terms in both
+/// tails. In f32 the same maths runs in f64 with approximations good to single precision
+/// ([`normal_cdf_single`], within about one f32 unit in the last place), which have no
+/// branch and no library call, so the layer's loops vectorise; the f32 derivative takes
+/// `Φ(x) = y / x` from the output, so that it needs only the exponential of `φ`.
+#[derive(Copy, Clone, Default, Debug, PartialEq)]
+pub struct GeluFn;
+
+impl Pointwise for GeluFn {
+    const NAME: &'static str = "gelu";
+    #[inline(always)]
+    fn value<E: Float>(x: E) -> E {
+        let x = x.to_f64();
+        let cdf = if E::BYTES == 4 {
+            normal_cdf_single(x)
+        } else {
+            normal_cdf(x)
+        };
+        E::from_f64(x * cdf)
+    }
+    #[inline(always)]
+    fn derivative<E: Float>(x: E, y: E) -> E {
+        let x64 = x.to_f64();
+        if E::BYTES == 4 {
+            // Φ(x) = y / x (to f32 precision; Φ is 1/2 within 1e-31 where |x| < 1e-30, and
+            // y = x Φ(x) is no longer a normal f32 there), so only φ needs an exponential.
+            let cdf = if x64.abs() >= 1e-30 {
+                y.to_f64() / x64
+            } else {
+                0.5
+            };
+            E::from_f64(cdf + x64 * normal_pdf_single(x64))
+        } else {
+            E::from_f64(normal_cdf(x64) + x64 * normal_pdf(x64))
+        }
+    }
+}
+
+/// GELU with PyTorch's tanh approximation (`nn.GELU(approximate='tanh')`):
+/// `f(x) = ½ x (1 + tanh u)`, `u = √(2/π) (x + 0.044715 x³)`, and its exact derivative
+/// `f'(x) = ½ (1 + tanh u) + ½ x (1 - tanh² u) √(2/π) (1 + 3 · 0.044715 x²)`.
+///
+/// Computed as `1 + tanh u = 2 σ(2u)` (`σ` the logistic function), which needs one
+/// exponential: `f(x) = x σ(2u)`, `f'(x) = σ(2u) + 2 x σ(2u) σ(-2u) u'(x)`. The arithmetic
+/// is f64; in f32 the exponential is [`exp_vectorisable`], so the loops vectorise.
+#[derive(Copy, Clone, Default, Debug, PartialEq)]
+pub struct GeluTanhFn;
+
+impl GeluTanhFn {
+    /// √(2/π).
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    const CUBIC: f64 = 0.044_715;
+
+    /// `σ(2u(x))`, `1 - σ(2u(x)) = σ(-2u(x))` and `u'(x)`. Both sigmoids come from one
+    /// exponential `e^(-|2u|)` (which never overflows), so neither loses digits to
+    /// cancellation.
+    #[inline(always)]
+    fn gate<E: Float>(x: f64) -> (f64, f64, f64) {
+        let (k, c) = (Self::SQRT_2_OVER_PI, Self::CUBIC);
+        let x2 = x * x;
+        let two_u = 2.0 * k * (x + c * x2 * x);
+        let du = k * (1.0 + 3.0 * c * x2);
+        let t = if E::BYTES == 4 {
+            exp_vectorisable(-two_u.abs())
+        } else {
+            (-two_u.abs()).exp()
+        };
+        let (big, small) = (1.0 / (1.0 + t), t / (1.0 + t));
+        if two_u >= 0.0 {
+            (big, small, du)
+        } else {
+            (small, big, du)
+        }
+    }
+}
+
+impl Pointwise for GeluTanhFn {
+    const NAME: &'static str = "gelu_tanh";
+    #[inline(always)]
+    fn value<E: Float>(x: E) -> E {
+        let x = x.to_f64();
+        E::from_f64(x * Self::gate::<E>(x).0)
+    }
+    #[inline(always)]
+    fn derivative<E: Float>(x: E, _y: E) -> E {
+        let x = x.to_f64();
+        let (s, one_minus_s, du) = Self::gate::<E>(x);
+        E::from_f64(s + 2.0 * x * s * one_minus_s * du)
+    }
+}
+
 /// A pointwise activation `F` over samples of shape `S`. It has no parameters.
 #[derive(Copy, Clone, Default, Debug, PartialEq)]
 pub struct Activation<F: Pointwise, S: Shape> {
@@ -91,6 +190,8 @@ pub struct Activation<F: Pointwise, S: Shape> {
 pub type Sigmoid<S> = Activation<SigmoidFn, S>;
 pub type Relu<S> = Activation<ReluFn, S>;
 pub type Tanh<S> = Activation<TanhFn, S>;
+pub type Gelu<S> = Activation<GeluFn, S>;
+pub type GeluTanh<S> = Activation<GeluTanhFn, S>;
 
 impl<F: Pointwise, S: Shape> Activation<F, S> {
     /// `y = f(x)`, element by element.
@@ -161,7 +262,7 @@ impl<F: Pointwise, S: Shape, E: Float> Module<E> for Activation<F, S> {
 mod tests {
     use super::*;
     use crate::gradcheck::check_module;
-    use crate::{Rank1, Rank3};
+    use crate::{Rank1, Rank2, Rank3};
 
     #[test]
     fn values_match_their_definitions() {
@@ -188,5 +289,82 @@ mod tests {
         check_module::<Sigmoid<Rank1<7>>>(4, 1);
         check_module::<Tanh<Rank3<2, 3, 4>>>(3, 2);
         check_module::<Relu<Rank1<9>>>(5, 3);
+        check_module::<Gelu<Rank1<9>>>(5, 4);
+        check_module::<GeluTanh<Rank2<3, 4>>>(3, 5);
+    }
+
+    #[test]
+    fn gelu_has_its_known_values() {
+        // Relative 2e-14: rounding x/√2 is amplified by erfc's condition number, about x².
+        let close = |a: f64, e: f64| (a - e).abs() <= 2e-14 * e.abs();
+        assert_eq!(GeluFn::value(0.0f64), 0.0);
+        assert_eq!(GeluFn::derivative(0.0f64, 0.0), 0.5);
+        // x Φ(x), from mpmath at 40 digits. (PyTorch's 0.5 x (1 + erf(x/√2)) gives
+        // -0.00404969409489031 at -3: the sum 1 + erf loses digits in the lower tail.)
+        assert!(close(GeluFn::value(1.0f64), 0.841_344_746_068_542_9));
+        assert!(close(GeluFn::value(-1.0f64), -0.158_655_253_931_457_05));
+        assert!(close(GeluFn::value(3.0f64), 2.995_950_305_905_11));
+        assert!(close(GeluFn::value(-3.0f64), -0.004_049_694_094_890_283_5));
+        assert!(close(GeluFn::value(-10.0f64), -7.619_853_024_160_526e-23));
+        assert_eq!(GeluFn::value(-40.0f64), 0.0);
+        assert_eq!(GeluFn::value(40.0f64), 40.0);
+        assert!(close(GeluTanhFn::value(1.0f64), 0.841_191_990_608_276_7));
+        assert!(close(
+            GeluTanhFn::value(-3.0f64),
+            -0.003_637_392_081_773_019
+        ));
+        assert_eq!(GeluTanhFn::value(0.0f64), 0.0);
+        assert_eq!(GeluTanhFn::derivative(0.0f64, 0.0), 0.5);
+        assert_eq!(GeluTanhFn::value(-1000.0f64), 0.0, "no overflow");
+        assert_eq!(GeluTanhFn::value(1000.0f32), 1000.0);
+        assert_eq!((GeluFn::NAME, GeluTanhFn::NAME), ("gelu", "gelu_tanh"));
+    }
+
+    #[test]
+    fn gelu_matches_pytorch() {
+        use crate::layers::sequence::testing::Fixture;
+        let fixture = Fixture::open("../transformer/gelu.safetensors");
+        let x = fixture.values("x");
+        let values = |f: fn(f64) -> f64| x.iter().map(|x| f(*x)).collect::<Vec<_>>();
+        fixture.assert_matches("gelu", &values(GeluFn::value));
+        fixture.assert_matches("gelu_tanh", &values(GeluTanhFn::value));
+        // Through the layer's backward with dy = 1: dx = f'(x).
+        fn derivatives<F: Pointwise>(x: &[f64]) -> Vec<f64> {
+            let x = Tensor::<Rank1<1>, f64>::from_vec(x.to_vec()).unwrap();
+            let layer = Activation::<F, Rank1<1>>::default();
+            let mut y = Tensor::zeros(0);
+            layer.forward(&x, &mut y, &mut ());
+            let ones = Tensor::from_vec(vec![1.0; x.batch()]).unwrap();
+            let mut dx = Tensor::zeros(0);
+            layer.backward(&x, &y, &ones, Some(&mut dx), &mut (), &mut ());
+            dx.into_vec()
+        }
+        fixture.assert_matches("gelu.derivative", &derivatives::<GeluFn>(&x));
+        fixture.assert_matches("gelu_tanh.derivative", &derivatives::<GeluTanhFn>(&x));
+    }
+
+    #[test]
+    fn gelu_in_f32_agrees_with_f64() {
+        for i in -400..=400 {
+            let x = i as f64 * 0.025;
+            let x32 = x as f32;
+            for (a, e) in [
+                (GeluFn::value(x32), GeluFn::value(x)),
+                (
+                    GeluFn::derivative(x32, GeluFn::value(x32)),
+                    GeluFn::derivative(x, 0.0),
+                ),
+                (GeluTanhFn::value(x32), GeluTanhFn::value(x)),
+                (
+                    GeluTanhFn::derivative(x32, GeluTanhFn::value(x32)),
+                    GeluTanhFn::derivative(x, 0.0),
+                ),
+            ] {
+                assert!(
+                    (f64::from(a) - e).abs() <= 4e-7 * e.abs().max(1.0),
+                    "x = {x}: f32 {a} vs f64 {e}"
+                );
+            }
+        }
     }
 }
