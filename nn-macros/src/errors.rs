@@ -225,6 +225,26 @@ pub fn kernel_too_large(
     )
 }
 
+pub fn heads_do_not_divide(
+    layer: &TokenStream,
+    display: &str,
+    model: usize,
+    heads: usize,
+) -> syn::Error {
+    let divisors: Vec<String> = (1..=model.min(64))
+        .filter(|h| model % h == 0)
+        .map(|h| h.to_string())
+        .collect();
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}`: the model dimension {model} is not divisible by {heads} heads, so the heads cannot split it evenly\n\
+             help: use a number of heads that divides {model} (e.g. {}), or change the model dimension",
+            divisors.join(", ")
+        ),
+    )
+}
+
 pub fn bad_probability(span: Span, p: f64) -> syn::Error {
     syn::Error::new(
         span,

@@ -117,6 +117,22 @@ fn layer_type(layer: &CheckedLayer, owner: &Ident, extra: &mut Vec<TokenStream>)
                 };
                 quote_spanned!(span=> ::nn::layers::#cell<#t, #d, #h, E>)
             }
+            LayerKind::LayerNorm { eps_e12 } => {
+                let eps = Literal::u64_unsuffixed(eps_e12);
+                quote_spanned!(span=> ::nn::layers::LayerNorm<#in_shape, #eps, E>)
+            }
+            LayerKind::MultiHeadAttention { heads, causal } => {
+                let (t, d, h) = (lit(input[0]), lit(input[1]), lit(heads));
+                quote_spanned!(span=> ::nn::layers::MultiHeadAttention<#t, #d, #h, #causal, E>)
+            }
+            LayerKind::LearnedPositions => {
+                let (t, d) = (lit(input[0]), lit(input[1]));
+                quote_spanned!(span=> ::nn::layers::LearnedPositions<#t, #d, E>)
+            }
+            LayerKind::SinusoidalPositions => {
+                let (t, d) = (lit(input[0]), lit(input[1]));
+                quote_spanned!(span=> ::nn::layers::SinusoidalPositions<#t, #d>)
+            }
             LayerKind::Last => {
                 let (t, h) = (lit(input[0]), lit(input[1]));
                 quote_spanned!(span=> ::nn::layers::LastStep<#t, #h>)
@@ -130,6 +146,8 @@ fn activation_function(activation: Activation) -> TokenStream {
         Activation::Relu => quote!(ReluFn),
         Activation::Sigmoid => quote!(SigmoidFn),
         Activation::Tanh => quote!(TanhFn),
+        Activation::Gelu => quote!(GeluFn),
+        Activation::GeluTanh => quote!(GeluTanhFn),
     }
 }
 

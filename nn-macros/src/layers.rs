@@ -26,6 +26,12 @@ pub const LAYER_NAMES: &[&str] = &[
     "gru",
     "last",
     "residual",
+    "layer_norm",
+    "gelu",
+    "gelu_tanh",
+    "multi_head_attention",
+    "learned_positions",
+    "sinusoidal_positions",
 ];
 
 /// What a layer computes, with its arguments resolved (0 for a size left to inference).
@@ -75,6 +81,16 @@ pub enum LayerKind {
         hidden: usize,
     },
     Last,
+    /// Layer norm over the last dimension; epsilon in units of 1e-12.
+    LayerNorm {
+        eps_e12: u64,
+    },
+    MultiHeadAttention {
+        heads: usize,
+        causal: bool,
+    },
+    LearnedPositions,
+    SinusoidalPositions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,6 +98,8 @@ pub enum Activation {
     Relu,
     Sigmoid,
     Tanh,
+    Gelu,
+    GeluTanh,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,6 +155,19 @@ impl<'a> Args<'a> {
             .nth(index)?;
         self.used[i] = true;
         Some(arg)
+    }
+
+    /// Whether the bare word `key` is among the arguments.
+    fn flag(&mut self, key: &str) -> bool {
+        let found = self
+            .layer
+            .args
+            .iter()
+            .position(|a| matches!(a, Arg::Flag(name) if name == key));
+        if let Some(i) = found {
+            self.used[i] = true;
+        }
+        found.is_some()
     }
 
     fn named(&mut self, key: &str) -> Option<&'a ArgValue> {
@@ -220,6 +251,12 @@ pub fn usage(name: &str) -> &'static str {
         "rnn" => "rnn(hidden)` or `rnn(inputs => hidden)",
         "lstm" => "lstm(hidden)` or `lstm(inputs => hidden)",
         "gru" => "gru(hidden)` or `gru(inputs => hidden)",
+        "layer_norm" => "layer_norm` or `layer_norm(eps = 1e-12)",
+        "multi_head_attention" => "multi_head_attention(heads = 4)` or `multi_head_attention(heads = 4, causal)",
+        "gelu" => "gelu",
+        "gelu_tanh" => "gelu_tanh",
+        "learned_positions" => "learned_positions",
+        "sinusoidal_positions" => "sinusoidal_positions",
         "relu" => "relu",
         "sigmoid" => "sigmoid",
         "tanh" => "tanh",
@@ -265,6 +302,41 @@ pub fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
         "sigmoid" => LayerKind::Activation(Activation::Sigmoid),
         "tanh" => LayerKind::Activation(Activation::Tanh),
         "softmax" => LayerKind::Softmax,
+        "gelu" => LayerKind::Activation(Activation::Gelu),
+        "gelu_tanh" => LayerKind::Activation(Activation::GeluTanh),
+        "learned_positions" => LayerKind::LearnedPositions,
+        "sinusoidal_positions" => LayerKind::SinusoidalPositions,
+        "layer_norm" => {
+            let eps = match args.named("eps") {
+                None => 1e-5,
+                Some(ArgValue::Float(lit)) => lit.base10_parse::<f64>()?,
+                Some(ArgValue::Int(lit)) => lit.base10_parse::<f64>()?,
+            };
+            let eps_e12 = (eps * 1e12).round();
+            if !(1.0..=1e12).contains(&eps_e12) {
+                return Err(syn::Error::new(
+                    layer.name.span(),
+                    format!("`layer_norm`: eps must be between 1e-12 and 1, not {eps}"),
+                ));
+            }
+            LayerKind::LayerNorm {
+                eps_e12: eps_e12 as u64,
+            }
+        }
+        "multi_head_attention" => {
+            let Some(heads) = args.size(None, "heads")? else {
+                return Err(errors::missing_argument(
+                    &layer.tokens,
+                    "multi_head_attention",
+                    "its number of heads",
+                    "multi_head_attention(heads = 4, causal)",
+                ));
+            };
+            LayerKind::MultiHeadAttention {
+                heads,
+                causal: args.flag("causal"),
+            }
+        }
         "flatten" => LayerKind::Flatten,
         "last" => LayerKind::Last,
         "conv2d" => {
@@ -537,6 +609,21 @@ pub fn output(
             [_, features] => plain(vec![*features]),
             _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
         },
+        LayerKind::LayerNorm { .. } => plain(input.to_vec()),
+        LayerKind::LearnedPositions | LayerKind::SinusoidalPositions => match input {
+            [_, _] => plain(input.to_vec()),
+            _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
+        },
+        LayerKind::MultiHeadAttention { heads, .. } => match input {
+            [_, model] if model % heads != 0 => Err(errors::heads_do_not_divide(
+                &layer.tokens,
+                &shown,
+                *model,
+                heads,
+            )),
+            [_, _] => plain(input.to_vec()),
+            _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
+        },
     }
 }
 
@@ -641,6 +728,22 @@ pub fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
         LayerKind::Activation(Activation::Relu) => "relu".into(),
         LayerKind::Activation(Activation::Sigmoid) => "sigmoid".into(),
         LayerKind::Activation(Activation::Tanh) => "tanh".into(),
+        LayerKind::Activation(Activation::Gelu) => "gelu".into(),
+        LayerKind::Activation(Activation::GeluTanh) => "gelu_tanh".into(),
+        LayerKind::LayerNorm { eps_e12 } if eps_e12 == 10_000_000 => "layer_norm".into(),
+        LayerKind::LayerNorm { eps_e12 } => {
+            format!("layer_norm(eps = {:e})", eps_e12 as f64 * 1e-12)
+        }
+        LayerKind::MultiHeadAttention {
+            heads,
+            causal: true,
+        } => format!("multi_head_attention(heads = {heads}, causal)"),
+        LayerKind::MultiHeadAttention {
+            heads,
+            causal: false,
+        } => format!("multi_head_attention(heads = {heads})"),
+        LayerKind::LearnedPositions => "learned_positions".into(),
+        LayerKind::SinusoidalPositions => "sinusoidal_positions".into(),
         LayerKind::Softmax => "softmax".into(),
         LayerKind::Flatten => "flatten".into(),
         LayerKind::Last => "last".into(),
@@ -721,7 +824,17 @@ pub fn cost(kind: &LayerKind, input: &[usize], output: &[usize]) -> (usize, usiz
                 steps * (g * features + g * hidden),
             )
         }
-        LayerKind::Activation(_)
+        LayerKind::LayerNorm { .. } => (2 * input.last().expect("rank >= 1"), 0),
+        LayerKind::LearnedPositions => (numel(input), 0),
+        LayerKind::MultiHeadAttention { .. } => {
+            let (steps, model) = (input[0], input[1]);
+            (
+                4 * model * model + 4 * model,
+                steps * 4 * model * model + 2 * steps * steps * model,
+            )
+        }
+        LayerKind::SinusoidalPositions
+        | LayerKind::Activation(_)
         | LayerKind::Softmax
         | LayerKind::Flatten
         | LayerKind::Dropout { .. }

@@ -11,7 +11,7 @@
 //!                                                   activation; the shortcut is the identity
 //!                                                   unless given (a projection)
 //! layer      := Ident ("(" arg ("," arg)* ","? ")")?
-//! arg        := int | float | int "=>" int | Ident "=" (int | float)
+//! arg        := int | float | int "=>" int | Ident "=" (int | float) | Ident
 //! shape      := "[" int ("," int)* ","? "]"
 //! ```
 
@@ -80,6 +80,8 @@ pub enum Arg {
     Mapping(LitInt, LitInt),
     /// `name = value`
     Named(Ident, ArgValue),
+    /// `causal`
+    Flag(Ident),
 }
 
 pub enum ArgValue {
@@ -94,6 +96,7 @@ impl Arg {
             Arg::Float(lit) => lit.span(),
             Arg::Mapping(a, b) => a.span().join(b.span()).unwrap_or_else(|| a.span()),
             Arg::Named(name, _) => name.span(),
+            Arg::Flag(name) => name.span(),
         }
     }
 }
@@ -237,6 +240,9 @@ impl Parse for Arg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         if input.peek(Ident) {
             let name: Ident = input.parse()?;
+            if !input.peek(Token![=]) {
+                return Ok(Arg::Flag(name));
+            }
             input.parse::<Token![=]>()?;
             let value = if input.peek(LitInt) {
                 ArgValue::Int(input.parse()?)
