@@ -232,7 +232,7 @@ pub fn heads_do_not_divide(
     heads: usize,
 ) -> syn::Error {
     let divisors: Vec<String> = (1..=model.min(64))
-        .filter(|h| model % h == 0)
+        .filter(|h| model.is_multiple_of(*h))
         .map(|h| h.to_string())
         .collect();
     syn::Error::new_spanned(

@@ -730,7 +730,9 @@ pub fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
         LayerKind::Activation(Activation::Tanh) => "tanh".into(),
         LayerKind::Activation(Activation::Gelu) => "gelu".into(),
         LayerKind::Activation(Activation::GeluTanh) => "gelu_tanh".into(),
-        LayerKind::LayerNorm { eps_e12 } if eps_e12 == 10_000_000 => "layer_norm".into(),
+        LayerKind::LayerNorm {
+            eps_e12: 10_000_000,
+        } => "layer_norm".into(),
         LayerKind::LayerNorm { eps_e12 } => {
             format!("layer_norm(eps = {:e})", eps_e12 as f64 * 1e-12)
         }
