@@ -148,3 +148,97 @@ where
     }
     Ok(())
 }
+
+/// A named curve through explicit `(x, y)` points.
+pub struct Curve<'a> {
+    pub name: &'a str,
+    pub points: &'a [(f32, f32)],
+    /// Marks each point with a dot (for curves of few points).
+    pub markers: bool,
+}
+
+/// Draws `curves` over a continuous x axis (e.g. epochs with fractions, for losses recorded
+/// within an epoch), on a linear y axis, as a PNG at `path`.
+pub fn plot_curves(
+    path: impl AsRef<Path>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    curves: &[Curve<'_>],
+) -> Result<(), Box<dyn Error>> {
+    let path = path.as_ref();
+    std::fs::File::create(path)
+        .map_err(|e| format!("cannot write the plot {}: {e}", path.display()))?;
+    draw_xy(path, title, x_label, y_label, curves)
+        .map_err(|e| format!("cannot write the plot {}: {e}", path.display()).into())
+}
+
+fn draw_xy(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    curves: &[Curve<'_>],
+) -> Result<(), Box<dyn Error>> {
+    register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the bundled font is not a valid TrueType font")?;
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let finite = |&(x, y): &(f32, f32)| x.is_finite() && y.is_finite();
+    let points = || {
+        curves
+            .iter()
+            .flat_map(|c| c.points.iter().copied().filter(finite))
+    };
+    let span = |values: &mut dyn Iterator<Item = f32>| {
+        values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
+    let (x_low, x_high) = span(&mut points().map(|p| p.0));
+    let (y_low, y_high) = span(&mut points().map(|p| p.1));
+    let (x_low, x_high) = if x_low < x_high {
+        (x_low, x_high)
+    } else {
+        (0.0, 1.0)
+    };
+    let (y_low, y_high) = if y_low <= y_high {
+        (y_low, y_high)
+    } else {
+        (0.0, 1.0)
+    };
+    let margin = ((y_high - y_low) * 0.05).max(1e-3);
+    let mut context = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_low..x_high, y_low - margin..y_high + margin)?;
+    context
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, curve) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let line = curve.points.iter().copied().filter(finite);
+        context
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))?
+            .label(curve.name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        if curve.markers {
+            let dots = curve.points.iter().copied().filter(finite);
+            context.draw_series(dots.map(|p| Circle::new(p, 4, color.filled())))?;
+        }
+    }
+    context
+        .configure_series_labels()
+        .position(SeriesLabelPosition::MiddleRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

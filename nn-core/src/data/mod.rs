@@ -11,6 +11,7 @@ pub mod error;
 pub mod idx;
 pub mod mnist;
 pub mod split;
+pub mod text;
 
 pub use batch::Dataset;
 pub use digits::Digits;
