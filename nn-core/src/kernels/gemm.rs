@@ -1,7 +1,7 @@
 //! A packed, cache-blocked matrix product `C (+)= A · B` for products too large for the
 //! simple loops in `matmul.rs`.
 //!
-//! The classic blocking: `B` is copied in `KC x NR` panels and `A` in `MR x KC` panels into a
+//! The classic blocking: `B` is copied in `kc x NR` panels and `A` in `MR x kc` panels into a
 //! per-thread scratch buffer (grown once, so later calls do not allocate), then a micro-kernel
 //! keeps an `MR x NR` tile of `C` in registers while it streams both panels. The micro-kernel
 //! is written with AVX-512 intrinsics for f32 (the training type) and as plain Rust over
@@ -11,10 +11,19 @@
 use super::matmul::{MatRef, OutputView};
 use crate::Float;
 
-/// Depth of a packed panel: `KC x NR` of B stays in L1 while the micro-kernel runs.
-const KC: usize = 256;
-/// Rows of A packed at once (a multiple of every MR): `MC x KC` of A stays in L2.
+/// Depth of a packed panel. A deeper panel writes C back less often: on this project's AVX2
+/// machine depth 512 doubled square products (54 -> 103 GFLOP/s at n = 512) and the MLP
+/// training step, but made the wide products of convolutions 1.5x slower than depth 256
+/// (W4: 401 -> 596 ms). So products with at most `DEEP_PANEL_COLUMNS` columns use the deep
+/// panel, wider ones the shallow one (`cargo bench --bench kernels`, `--bench models`).
+const KC_DEEP: usize = 512;
+const KC_SHALLOW: usize = 256;
+const DEEP_PANEL_COLUMNS: usize = 784;
+/// Rows of A packed at once (a multiple of every MR): `MC x kc` of A stays in L2.
 const MC: usize = 96;
+/// Largest product (multiply-adds) that dot-product tiles take instead of packing.
+const DOT_TILES_MAX: usize = 1 << 18;
+
 /// Columns of B packed at once.
 const NC: usize = 512;
 
@@ -61,7 +70,10 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
 pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        let dot_form = a.col_stride == 1 && b.row_stride == 1;
+        // Reading the operands in place beats packing them for small products; for large ones
+        // the packed kernel wins (measured: benches/README.md).
+        let dot_form =
+            a.col_stride == 1 && b.row_stride == 1 && a.rows * b.cols * a.cols <= DOT_TILES_MAX;
         if dot_form
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
@@ -123,8 +135,13 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
     kernel: impl Fn(usize, &[E], &[E]) -> [[E; NR]; MR],
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let a_len = MC.div_ceil(MR) * MR * KC;
-    let b_len = NC.min(n.div_ceil(NR) * NR) * KC;
+    let depth = if n <= DEEP_PANEL_COLUMNS {
+        KC_DEEP
+    } else {
+        KC_SHALLOW
+    };
+    let a_len = MC.div_ceil(MR) * MR * depth;
+    let b_len = NC.min(n.div_ceil(NR) * NR) * depth;
     E::with_scratch(a_len + b_len, |scratch| {
         let (a_pack, b_pack) = scratch.split_at_mut(a_len);
         let mut jc = 0;
@@ -132,7 +149,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
             let nc = NC.min(n - jc);
             let mut pc = 0;
             while pc < k {
-                let kc = KC.min(k - pc);
+                let kc = depth.min(k - pc);
                 // The first depth block overwrites C unless the caller accumulates.
                 let add = accumulate || pc > 0;
                 pack_b::<E, NR>(&b, pc, kc, jc, nc, b_pack);

@@ -14,6 +14,9 @@ use crate::Float;
 
 /// Below this many multiply-adds the simple loops beat packing.
 const SMALL_PRODUCT: usize = 48 * 1024;
+/// Up to this many multiply-adds, products in dot-product form (`X · Wᵀ`) read their
+/// operands in place (see `gemm.rs`); above it they are packed like the others.
+const DOT_TILES_MAX: usize = 1 << 18;
 /// Above this many multiply-adds splitting one product over the threads pays.
 const PARALLEL_PRODUCT: usize = 512 * 1024;
 
@@ -247,7 +250,7 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         return;
     }
     let work = m * n * k;
-    let dot_form = a.col_stride == 1 && b.row_stride == 1;
+    let dot_form = a.col_stride == 1 && b.row_stride == 1 && work <= DOT_TILES_MAX;
     if work <= SMALL_PRODUCT && !(dot_form && E::DOT_TILES) {
         small_matmul(a, b, c, accumulate);
     } else {
