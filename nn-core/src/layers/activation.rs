@@ -29,13 +29,9 @@ impl Pointwise for SigmoidFn {
     const NAME: &'static str = "sigmoid";
     #[inline(always)]
     fn value<E: Float>(x: E) -> E {
-        // Two branches so that e^t never overflows: for x < 0 use e^x / (1 + e^x).
-        if x >= E::ZERO {
-            E::ONE / (E::ONE + (-x).exp())
-        } else {
-            let t = x.exp();
-            t / (E::ONE + t)
-        }
+        // One branch-free formula, so loops vectorise: for very negative x, e^-x overflows to
+        // infinity and the value is exactly 0; for very positive x, e^-x is 0 and the value 1.
+        E::ONE / (E::ONE + (-x).exp())
     }
     #[inline(always)]
     fn derivative<E: Float>(_x: E, y: E) -> E {

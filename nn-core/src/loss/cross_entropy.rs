@@ -63,8 +63,11 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
                 }
                 let max = x.iter().copied().fold(x[0], E::max);
                 let mut sum = E::ZERO;
+                // Exponentials first (a loop that vectorises), then their sum.
                 for (g, x) in g.iter_mut().zip(x) {
                     *g = (*x - max).exp();
+                }
+                for g in g.iter() {
                     sum += *g;
                 }
                 total += sum.ln() + max - x[t];
