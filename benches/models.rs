@@ -6,6 +6,7 @@
 //! | W4 | VGG-small (`nn::models::VggSmall`), 3 x 32 x 32 | 32 | training step |
 //! | W5 | VGG16 (`nn::models::Vgg16`), 3 x 224 x 224 | 1 | forward (inference) |
 //! | W6 | tanh RNN 64 -> 128 with a per-step linear to 64 classes, T = 64 | 32 | training step |
+//! | W7 | decoder-only transformer: 2 pre-LN blocks, d 128, 4 heads, FFN 512, T 64, vocab 256 | 16 | training step |
 //!
 //! A training step is forward, mean softmax cross-entropy (over all steps for W6), backward
 //! and a plain SGD update, with every buffer allocated before the timed loop.
@@ -24,6 +25,23 @@ network! {
         linear(64),
     }
 }
+
+network! {
+    /// W7: peers.md's TinyGPT (token + learned position embeddings, two pre-LN blocks with
+    /// causal 4-head attention and a GELU feed-forward, final layer norm, LM head).
+    pub struct Gpt: [64] {
+        tok: embedding(256, 128),
+        pos: learned_positions,
+        residual { layer_norm, multi_head_attention(heads = 4, causal) },
+        residual { layer_norm, linear(512), gelu, linear(128) },
+        residual { layer_norm, multi_head_attention(heads = 4, causal) },
+        residual { layer_norm, linear(512), gelu, linear(128) },
+        ln: layer_norm,
+        head: linear(256),
+    }
+}
+
+const _: () = assert!(Gpt::<f32>::PARAMS == 470_784);
 
 fn inputs<S: Shape>(batch: usize) -> Tensor<S, f32> {
     let mut values = vec![0.0f32; batch * S::NUMEL];
@@ -81,6 +99,36 @@ fn w6(c: &mut Criterion) {
     train_step::<RnnLm>(c, "W6", 32, labels(32 * 64, 64), 4);
 }
 
+fn w7(c: &mut Criterion) {
+    let mut net = Gpt::<f32>::new(0);
+    let ids: Vec<f32> = (0..16 * 64).map(|i| ((i * 37 + 11) % 256) as f32).collect();
+    let x = Tensor::<Rank1<64>>::from_vec(ids).expect("a whole batch");
+    let targets = labels(16 * 64, 256);
+    let mut ws = net.workspace(16);
+    let mut sgd = Sgd::new(0.001f32);
+    let mut group = c.benchmark_group("W7");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
+    group.bench_function("train_step", |b| {
+        b.iter(|| {
+            ws.forward(&mut net, &x);
+            let loss = ws
+                .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
+                .expect("finite loss");
+            ws.backward(&net);
+            sgd.step(&mut net, ws.grads());
+            ws.zero_grads();
+            black_box(loss)
+        })
+    });
+    group.bench_function("forward", |b| {
+        b.iter(|| black_box(ws.infer(&net, &x).as_slice()[0]))
+    });
+    group.finish();
+}
+
 fn w5(c: &mut Criterion) {
     let net = Vgg16::<f32>::new(0);
     let x = inputs::<Rank3<3, 224, 224>>(1);
@@ -96,5 +144,5 @@ fn w5(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, w3, w4, w6, w5);
+criterion_group!(benches, w3, w4, w6, w7, w5);
 criterion_main!(benches);
