@@ -21,8 +21,8 @@ use crate::kernels::vector::{dot, sum};
 use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::check_batch;
-use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Rank2, Tensor};
+use crate::module::Module;
+use crate::{Float, Rank2, Tensor};
 
 /// Which keys each query of one sequence may attend to: keys `0..length` (a key-padding mask
 /// hides the keys at `length..`), and with `causal` only keys `j <= i` for query `i`. Either
@@ -740,65 +740,12 @@ impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: 
         }
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "in_proj_weight"),
-            shape: &Self::IN_WEIGHT_SHAPE,
-            values: &self.in_proj_weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "in_proj_bias"),
-            shape: &Self::IN_BIAS_SHAPE,
-            values: &self.in_proj_bias,
-        });
-        f(Param {
-            name: &join_name(prefix, "out_proj.weight"),
-            shape: &Self::OUT_WEIGHT_SHAPE,
-            values: &self.out_proj_weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "out_proj.bias"),
-            shape: &Self::OUT_BIAS_SHAPE,
-            values: &self.out_proj_bias,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "in_proj_weight"),
-            shape: &Self::IN_WEIGHT_SHAPE,
-            values: &mut self.in_proj_weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "in_proj_bias"),
-            shape: &Self::IN_BIAS_SHAPE,
-            values: &mut self.in_proj_bias,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "out_proj.weight"),
-            shape: &Self::OUT_WEIGHT_SHAPE,
-            values: &mut self.out_proj_weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "out_proj.bias"),
-            shape: &Self::OUT_BIAS_SHAPE,
-            values: &mut self.out_proj_bias,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.in_proj_weight, &grads.in_proj_weight);
-        f(&mut self.in_proj_bias, &grads.in_proj_bias);
-        f(&mut self.out_proj_weight, &grads.out_proj_weight);
-        f(&mut self.out_proj_bias, &grads.out_proj_bias);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.in_proj_weight);
-        f(&mut grads.in_proj_bias);
-        f(&mut grads.out_proj_weight);
-        f(&mut grads.out_proj_bias);
-    }
+    crate::parameters!(
+        in_proj_weight: "in_proj_weight" => Self::IN_WEIGHT_SHAPE,
+        in_proj_bias: "in_proj_bias" => Self::IN_BIAS_SHAPE,
+        out_proj_weight: "out_proj.weight" => Self::OUT_WEIGHT_SHAPE,
+        out_proj_bias: "out_proj.bias" => Self::OUT_BIAS_SHAPE,
+    );
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use thiserror::Error;
 
 use crate::init::{normal, Rng};
-use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Rank1, Rank2, Tensor};
+use crate::module::Module;
+use crate::{Float, Rank1, Rank2, Tensor};
 
 /// `y_t = W[x_t]`: each of the `T` token ids of a sample picks a row of the table `W`
 /// (`[V, D]`), so a sequence of ids `[T]` becomes a sequence of vectors `[T, D]`.
@@ -183,29 +183,9 @@ impl<const V: usize, const D: usize, const T: usize, E: Float> Module<E> for Emb
         }
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &self.weight,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::WEIGHT_SHAPE,
-            values: &mut self.weight,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight, &grads.weight);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-    }
+    crate::parameters!(
+        weight: "weight" => Self::WEIGHT_SHAPE,
+    );
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use crate::init::Rng;
 use crate::kernels::vector::{dot, sum};
 use crate::layers::linear::add_row_sums;
 use crate::layers::sequence::check_batch;
-use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Shape, Tensor};
+use crate::module::Module;
+use crate::{Float, Shape, Tensor};
 
 /// PyTorch's `nn.LayerNorm(D, eps)` over samples of shape `S`, normalising over the last
 /// dimension `D = S::DIMS.last()`: each row of `D` values (a time step of a `[T, D]` sequence,
@@ -207,41 +207,10 @@ impl<S: Shape, const EPS_E12: u64, E: Float> Module<E> for LayerNorm<S, EPS_E12,
         }
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &self.weight,
-        });
-        f(Param {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::SHAPE,
-            values: &self.bias,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &mut self.weight,
-        });
-        f(ParamMut {
-            name: &join_name(prefix, "bias"),
-            shape: &Self::SHAPE,
-            values: &mut self.bias,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight, &grads.weight);
-        f(&mut self.bias, &grads.bias);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-        f(&mut grads.bias);
-    }
+    crate::parameters!(
+        weight: "weight" => Self::SHAPE,
+        bias: "bias" => Self::SHAPE,
+    );
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
     add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, transpose_into,
-    visit_recurrent_params, visit_recurrent_params_mut, Recurrent,
+    Recurrent,
 };
-use crate::module::{Module, Param, ParamMut};
+use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
 
 /// An LSTM over a sequence `[T, D]`, returning every `h_t` (`[T, H]`): PyTorch's
@@ -331,19 +331,12 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
         );
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        let values = [
-            &self.weight_ih_l0[..],
-            &self.weight_hh_l0,
-            &self.bias_ih_l0,
-            &self.bias_hh_l0,
-        ];
-        visit_recurrent_params(prefix, Self::SHAPES, values, f);
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        visit_recurrent_params_mut(prefix, Self::SHAPES, self.values_mut(), f);
-    }
+    crate::parameters!(
+        weight_ih_l0: "weight_ih_l0" => Self::SHAPES[0],
+        weight_hh_l0: "weight_hh_l0" => Self::SHAPES[1],
+        bias_ih_l0: "bias_ih_l0" => Self::SHAPES[2],
+        bias_hh_l0: "bias_hh_l0" => Self::SHAPES[3],
+    );
 
     /// The state after `steps` steps of the last forward (the output at step `steps`, and
     /// for an LSTM its cell) becomes the next forward's initial state; the next backward
@@ -363,20 +356,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
 
     fn clear_state(&self, cache: &mut LstmCache<E>) {
         <Self as Recurrent<E>>::reset_state(cache);
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight_ih_l0, &grads.weight_ih_l0);
-        f(&mut self.weight_hh_l0, &grads.weight_hh_l0);
-        f(&mut self.bias_ih_l0, &grads.bias_ih_l0);
-        f(&mut self.bias_hh_l0, &grads.bias_hh_l0);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight_ih_l0);
-        f(&mut grads.weight_hh_l0);
-        f(&mut grads.bias_ih_l0);
-        f(&mut grads.bias_hh_l0);
     }
 }
 

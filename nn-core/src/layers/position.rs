@@ -4,7 +4,7 @@
 use crate::init::{normal, Rng};
 use crate::layers::linear::add_row_sums;
 use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Rank2, Tensor};
+use crate::{Float, Rank2, Tensor};
 
 /// `y_t = x_t + P_t` at every time step: a learned position embedding, `[T, D] → [T, D]`.
 ///
@@ -102,29 +102,9 @@ impl<const T: usize, const D: usize, E: Float> Module<E> for LearnedPositions<T,
         pass_gradient(dy, dx);
     }
 
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
-        f(Param {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &self.weight,
-        });
-    }
-
-    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
-        f(ParamMut {
-            name: &join_name(prefix, "weight"),
-            shape: &Self::SHAPE,
-            values: &mut self.weight,
-        });
-    }
-
-    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
-        f(&mut self.weight, &grads.weight);
-    }
-
-    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
-        f(&mut grads.weight);
-    }
+    crate::parameters!(
+        weight: "weight" => Self::SHAPE,
+    );
 }
 
 /// `y_t = x_t + PE_t` with the fixed sinusoidal encoding of Vaswani et al. (2017),

@@ -12,7 +12,7 @@ use crate::init::{fan_in_uniform, Rng};
 use crate::kernels::{MatMut, MatRef};
 use crate::layers::linear::{linear_rows, linear_rows_backward};
 use crate::module::{Module, Param, ParamMut};
-use crate::{join_name, Float, Rank1, Rank2, Tensor};
+use crate::{Float, Rank1, Rank2, Tensor};
 
 /// A recurrent layer whose hidden state can be carried from one forward to the next, for
 /// truncated back-propagation through time over a long sequence cut into chunks.
@@ -37,43 +37,6 @@ pub trait Recurrent<E: Float>: Module<E> {
 
     /// Resets the initial state (and the stored final state) to zeros.
     fn reset_state(cache: &mut Self::Cache);
-}
-
-/// PyTorch's names of the parameters of one-layer `nn.RNN`, `nn.LSTM` and `nn.GRU`, in the
-/// order of their `state_dict`.
-pub(crate) const RECURRENT_PARAM_NAMES: [&str; 4] =
-    ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"];
-
-/// Hands the four parameters of a recurrent layer to a `visit_params` callback.
-pub(crate) fn visit_recurrent_params<E>(
-    prefix: &str,
-    shapes: [&[usize]; 4],
-    values: [&[E]; 4],
-    f: &mut dyn FnMut(Param<'_, E>),
-) {
-    for ((name, shape), values) in RECURRENT_PARAM_NAMES.iter().zip(shapes).zip(values) {
-        f(Param {
-            name: &join_name(prefix, name),
-            shape,
-            values,
-        });
-    }
-}
-
-/// Hands the four parameters of a recurrent layer to a `visit_params_mut` callback.
-pub(crate) fn visit_recurrent_params_mut<E>(
-    prefix: &str,
-    shapes: [&[usize]; 4],
-    values: [&mut [E]; 4],
-    f: &mut dyn FnMut(ParamMut<'_, E>),
-) {
-    for ((name, shape), values) in RECURRENT_PARAM_NAMES.iter().zip(shapes).zip(values) {
-        f(ParamMut {
-            name: &join_name(prefix, name),
-            shape,
-            values,
-        });
-    }
 }
 
 /// Panics unless a forward or backward of `batch` samples fits a cache made for `max_batch`.
