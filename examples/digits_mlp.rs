@@ -101,25 +101,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
 
-    plot::plot_charts(
-        &args.out,
-        &[
-            plot::Chart {
-                title: "training loss",
-                x_label: "epoch",
-                y_label: "cross-entropy",
-                log_y: true,
-                series: &[("train", &losses)],
-            },
-            plot::Chart {
-                title: "test accuracy",
-                x_label: "epoch",
-                y_label: "%",
-                log_y: false,
-                series: &[("test", &accuracies)],
-            },
-        ],
-    )?;
+    plot::plot_loss_and_accuracy(&args.out, &losses, &accuracies)?;
     println!("\nwrote {}", args.out.display());
     let final_accuracy = 100.0 * accuracy(&net, &mut ws, &data, &test);
     println!("test accuracy: {final_accuracy:.2}%");

@@ -139,25 +139,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
 
-    plot::plot_charts(
-        &args.out,
-        &[
-            plot::Chart {
-                title: "training loss",
-                x_label: "epoch",
-                y_label: "cross-entropy",
-                log_y: true,
-                series: &[("train", &losses)],
-            },
-            plot::Chart {
-                title: "test accuracy",
-                x_label: "epoch",
-                y_label: "%",
-                log_y: false,
-                series: &[("test", &accuracies)],
-            },
-        ],
-    )?;
+    plot::plot_loss_and_accuracy(&args.out, &losses, &accuracies)?;
     println!("\nwrote {}", args.out.display());
     let final_accuracy = match accuracies.last() {
         Some(&accuracy) => accuracy,

@@ -28,22 +28,31 @@ pub struct Chart<'a> {
     pub series: &'a [(&'a str, &'a [f32])],
 }
 
-/// Draws `series` (e.g. `[("train", &train_loss), ("test", &test_loss)]`) against the epoch,
-/// on a logarithmic axis, as a PNG at `path`.
-pub fn plot_loss_curve(
+/// The two charts of a classifier's training: the training loss per epoch (logarithmic) and
+/// the test accuracy in percent, side by side, as a PNG at `path`.
+pub fn plot_loss_and_accuracy(
     path: impl AsRef<Path>,
-    title: &str,
-    series: &[(&str, &[f32])],
+    losses: &[f32],
+    accuracies: &[f32],
 ) -> Result<(), Box<dyn Error>> {
     plot_charts(
         path,
-        &[Chart {
-            title,
-            x_label: "epoch",
-            y_label: "loss",
-            log_y: true,
-            series,
-        }],
+        &[
+            Chart {
+                title: "training loss",
+                x_label: "epoch",
+                y_label: "cross-entropy",
+                log_y: true,
+                series: &[("train", losses)],
+            },
+            Chart {
+                title: "test accuracy",
+                x_label: "epoch",
+                y_label: "%",
+                log_y: false,
+                series: &[("test", accuracies)],
+            },
+        ],
     )
 }
 
