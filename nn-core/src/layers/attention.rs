@@ -21,8 +21,10 @@ use crate::kernels::vector::{dot, sum};
 use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::check_batch;
-use crate::module::Module;
+use crate::module::{join_name, Module, Param, ParamMut};
 use crate::{Float, Rank2, Tensor};
+use std::marker::PhantomData;
+use std::ops::Range;
 
 /// Which keys each query of one sequence may attend to: keys `0..length` (a key-padding mask
 /// hides the keys at `length..`), and with `causal` only keys `j <= i` for query `i`. Either
@@ -359,6 +361,7 @@ pub struct MultiHeadAttention<
     const HEADS: usize,
     const CAUSAL: bool,
     E: Float = f32,
+    N: ProjectionNames = PackedNames,
 > {
     /// `[3D, D]`, row-major: `W_q`, `W_k`, `W_v` stacked.
     pub in_proj_weight: Vec<E>,
@@ -368,10 +371,44 @@ pub struct MultiHeadAttention<
     pub out_proj_weight: Vec<E>,
     /// `[D]` (`out_proj.bias`).
     pub out_proj_bias: Vec<E>,
+    names: PhantomData<N>,
 }
 
-impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: Float>
-    MultiHeadAttention<T, D, HEADS, CAUSAL, E>
+/// The names the parameters of a [`MultiHeadAttention`] are saved and loaded under. The layout
+/// in memory is the same for every naming: `Q`, `K` and `V` projected by one product.
+pub trait ProjectionNames: Copy + Default + std::fmt::Debug + PartialEq + Send + Sync {
+    /// `None`: PyTorch's `nn.MultiheadAttention` names, `in_proj_weight` `[3D, D]`,
+    /// `in_proj_bias`, `out_proj.weight`, `out_proj.bias`. `Some([q, k, v, out])`: separate
+    /// projections, each a linear layer's `{name}.weight` `[D, D]` and `{name}.bias` `[D]`.
+    const SEPARATE: Option<[&'static str; 4]>;
+}
+
+/// PyTorch's `nn.MultiheadAttention`: packed `in_proj_weight` and `out_proj`.
+#[derive(Copy, Clone, Default, Debug, PartialEq)]
+pub struct PackedNames;
+
+impl ProjectionNames for PackedNames {
+    const SEPARATE: Option<[&'static str; 4]> = None;
+}
+
+/// Hugging Face's `BertAttention` (BERT, MiniLM, RoBERTa): `self.query`, `self.key`,
+/// `self.value` and `output.dense`.
+#[derive(Copy, Clone, Default, Debug, PartialEq)]
+pub struct BertNames;
+
+impl ProjectionNames for BertNames {
+    const SEPARATE: Option<[&'static str; 4]> =
+        Some(["self.query", "self.key", "self.value", "output.dense"]);
+}
+
+impl<
+        const T: usize,
+        const D: usize,
+        const HEADS: usize,
+        const CAUSAL: bool,
+        E: Float,
+        N: ProjectionNames,
+    > MultiHeadAttention<T, D, HEADS, CAUSAL, E, N>
 {
     /// The width of one head, `D / HEADS`; a compile-time error unless `HEADS` divides `D`.
     pub const HEAD_DIM: usize = {
@@ -381,10 +418,6 @@ impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: 
         );
         D / HEADS
     };
-    const IN_WEIGHT_SHAPE: [usize; 2] = [3 * D, D];
-    const IN_BIAS_SHAPE: [usize; 1] = [3 * D];
-    const OUT_WEIGHT_SHAPE: [usize; 2] = [D, D];
-    const OUT_BIAS_SHAPE: [usize; 1] = [D];
 
     /// A layer with every parameter zero.
     pub fn zeros() -> Self {
@@ -393,6 +426,76 @@ impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: 
             in_proj_bias: vec![E::ZERO; 3 * D],
             out_proj_weight: vec![E::ZERO; D * D],
             out_proj_bias: vec![E::ZERO; D],
+            names: PhantomData,
+        }
+    }
+
+    /// Every named tensor as (field, range of the field), in PyTorch's order: the four fields
+    /// whole, or with separate names `W_q`, `b_q`, `W_k`, `b_k`, `W_v`, `b_v`, `W_out`, `b_out`.
+    fn slices() -> impl Iterator<Item = (Field, Range<usize>)> {
+        let (w, b) = (D * D, D);
+        let separate = [
+            (Field::InWeight, 0..w),
+            (Field::InBias, 0..b),
+            (Field::InWeight, w..2 * w),
+            (Field::InBias, b..2 * b),
+            (Field::InWeight, 2 * w..3 * w),
+            (Field::InBias, 2 * b..3 * b),
+            (Field::OutWeight, 0..w),
+            (Field::OutBias, 0..b),
+        ];
+        let packed = [
+            (Field::InWeight, 0..3 * w),
+            (Field::InBias, 0..3 * b),
+            (Field::OutWeight, 0..w),
+            (Field::OutBias, 0..b),
+        ];
+        let mut all = separate;
+        let mut count = all.len();
+        if N::SEPARATE.is_none() {
+            all[..packed.len()].clone_from_slice(&packed);
+            count = packed.len();
+        }
+        all.into_iter().take(count)
+    }
+
+    /// The name and shape of the `index`-th tensor of [`Self::slices`].
+    fn name_and_shape(index: usize) -> (String, Vec<usize>) {
+        let shape = |weight: bool, rows: usize| if weight { vec![rows, D] } else { vec![rows] };
+        match N::SEPARATE {
+            Some(names) => {
+                let weight = index % 2 == 0;
+                let suffix = if weight { "weight" } else { "bias" };
+                (format!("{}.{suffix}", names[index / 2]), shape(weight, D))
+            }
+            None => {
+                let names = [
+                    "in_proj_weight",
+                    "in_proj_bias",
+                    "out_proj.weight",
+                    "out_proj.bias",
+                ];
+                let rows = if index < 2 { 3 * D } else { D };
+                (names[index].to_string(), shape(index % 2 == 0, rows))
+            }
+        }
+    }
+
+    fn field(&self, field: Field) -> &[E] {
+        match field {
+            Field::InWeight => &self.in_proj_weight,
+            Field::InBias => &self.in_proj_bias,
+            Field::OutWeight => &self.out_proj_weight,
+            Field::OutBias => &self.out_proj_bias,
+        }
+    }
+
+    fn field_mut(&mut self, field: Field) -> &mut [E] {
+        match field {
+            Field::InWeight => &mut self.in_proj_weight,
+            Field::InBias => &mut self.in_proj_bias,
+            Field::OutWeight => &mut self.out_proj_weight,
+            Field::OutBias => &mut self.out_proj_bias,
         }
     }
 
@@ -550,8 +653,23 @@ impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: 
     }
 }
 
-impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: Float> Module<E>
-    for MultiHeadAttention<T, D, HEADS, CAUSAL, E>
+/// The four tensors of a [`MultiHeadAttention`].
+#[derive(Copy, Clone, Debug)]
+enum Field {
+    InWeight,
+    InBias,
+    OutWeight,
+    OutBias,
+}
+
+impl<
+        const T: usize,
+        const D: usize,
+        const HEADS: usize,
+        const CAUSAL: bool,
+        E: Float,
+        N: ProjectionNames,
+    > Module<E> for MultiHeadAttention<T, D, HEADS, CAUSAL, E, N>
 {
     type Input = Rank2<T, D>;
     type Output = Rank2<T, D>;
@@ -740,12 +858,58 @@ impl<const T: usize, const D: usize, const HEADS: usize, const CAUSAL: bool, E: 
         }
     }
 
-    crate::parameters!(
-        in_proj_weight: "in_proj_weight" => Self::IN_WEIGHT_SHAPE,
-        in_proj_bias: "in_proj_bias" => Self::IN_BIAS_SHAPE,
-        out_proj_weight: "out_proj.weight" => Self::OUT_WEIGHT_SHAPE,
-        out_proj_bias: "out_proj.bias" => Self::OUT_BIAS_SHAPE,
-    );
+    fn set_padding(
+        &self,
+        cache: &mut AttentionCache<E>,
+        lengths: Option<&[usize]>,
+    ) -> Result<(), LengthsError> {
+        match lengths {
+            Some(lengths) => Self::set_lengths(cache, lengths),
+            None => {
+                Self::clear_lengths(cache);
+                Ok(())
+            }
+        }
+    }
+
+    // Written out rather than with `parameters!`: one tensor in memory may be several
+    // under separate names, and every visitor must list the same slices in the same order.
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(Param<'_, E>)) {
+        for (index, (field, range)) in Self::slices().enumerate() {
+            let (name, shape) = Self::name_and_shape(index);
+            f(Param {
+                name: &join_name(prefix, &name),
+                shape: &shape,
+                values: &self.field(field)[range],
+            });
+        }
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(ParamMut<'_, E>)) {
+        for (index, (field, range)) in Self::slices().enumerate() {
+            let (name, shape) = Self::name_and_shape(index);
+            f(ParamMut {
+                name: &join_name(prefix, &name),
+                shape: &shape,
+                values: &mut self.field_mut(field)[range],
+            });
+        }
+    }
+
+    fn visit_params_and_grads(&mut self, grads: &Self, f: &mut dyn FnMut(&mut [E], &[E])) {
+        for (field, range) in Self::slices() {
+            f(
+                &mut self.field_mut(field)[range.clone()],
+                &grads.field(field)[range],
+            );
+        }
+    }
+
+    fn visit_grads_mut(&self, grads: &mut Self, f: &mut dyn FnMut(&mut [E])) {
+        for (field, range) in Self::slices() {
+            f(&mut grads.field_mut(field)[range]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1021,6 +1185,46 @@ mod tests {
         Layer::set_lengths(&mut cache, &[1, 4]).unwrap();
         let mut y = Tensor::zeros(0);
         layer.forward(&Tensor::zeros(3), &mut y, &mut cache);
+    }
+
+    #[test]
+    fn bert_names_split_the_packed_projection_into_query_key_value() {
+        let mut layer = MultiHeadAttention::<4, 6, 2, false, f64, BertNames>::zeros();
+        for (i, v) in layer.in_proj_weight.iter_mut().enumerate() {
+            *v = i as f64;
+        }
+        layer.in_proj_bias = (0..18).map(f64::from).collect();
+        let mut seen = Vec::new();
+        layer.visit_params("encoder.layer.0.attention", &mut |p| {
+            seen.push((p.name.to_string(), p.shape.to_vec(), p.values[0]))
+        });
+        let at = |name: &str, shape: Vec<usize>, first: f64| {
+            (format!("encoder.layer.0.attention.{name}"), shape, first)
+        };
+        assert_eq!(
+            seen,
+            vec![
+                at("self.query.weight", vec![6, 6], 0.0),
+                at("self.query.bias", vec![6], 0.0),
+                at("self.key.weight", vec![6, 6], 36.0),
+                at("self.key.bias", vec![6], 6.0),
+                at("self.value.weight", vec![6, 6], 72.0),
+                at("self.value.bias", vec![6], 12.0),
+                at("output.dense.weight", vec![6, 6], 0.0),
+                at("output.dense.bias", vec![6], 0.0),
+            ]
+        );
+        // The optimizers' and the clipping's visitors see the same eight slices.
+        let mut grads = layer.new_grads();
+        let mut lengths = Vec::new();
+        layer.visit_grads_mut(&mut grads, &mut |g| lengths.push(g.len()));
+        assert_eq!(lengths, [36, 6, 36, 6, 36, 6, 36, 6]);
+        let mut pairs = Vec::new();
+        layer.visit_params_and_grads(&grads, &mut |p, g| pairs.push((p[0], g.len())));
+        let firsts: Vec<f64> = seen.iter().map(|s| s.2).collect();
+        assert_eq!(pairs.iter().map(|p| p.0).collect::<Vec<_>>(), firsts);
+        // Same computation as the packed naming.
+        check_module::<MultiHeadAttention<3, 4, 2, true, f64, BertNames>>(2, 5);
     }
 
     #[test]

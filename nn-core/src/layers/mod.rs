@@ -18,6 +18,8 @@ pub mod residual;
 pub mod rnn;
 pub mod sequence;
 pub mod softmax;
+pub mod tied;
+pub mod token_type;
 
 pub use activation::{
     Activation, Gelu, GeluFn, GeluTanh, GeluTanhFn, Pointwise, Relu, ReluFn, Sigmoid, SigmoidFn,
@@ -25,7 +27,7 @@ pub use activation::{
 };
 pub use attention::{
     scaled_dot_product_attention, scaled_dot_product_attention_backward, AttentionCache,
-    AttentionMask, LengthsError, MultiHeadAttention,
+    AttentionMask, BertNames, LengthsError, MultiHeadAttention, PackedNames, ProjectionNames,
 };
 pub use batch_norm::{BatchNorm2d, BatchNorm2dGrads, BatchNormCache};
 pub use conv::{Conv2d, ConvCache};
@@ -42,3 +44,5 @@ pub use residual::{Identity, Residual, ResidualCache, ResidualGrads};
 pub use rnn::{Rnn, RnnCache};
 pub use sequence::{LastStep, Recurrent, SequenceLinear};
 pub use softmax::Softmax;
+pub use tied::TiedLinear;
+pub use token_type::TokenTypeEmbedding;

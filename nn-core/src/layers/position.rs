@@ -8,24 +8,38 @@ use crate::{Float, Rank2, Tensor};
 
 /// `y_t = x_t + P_t` at every time step: a learned position embedding, `[T, D] → [T, D]`.
 ///
-/// The parameter `weight` `[T, D]` is the table of a PyTorch `nn.Embedding(T, D)` looked up at
-/// positions `0..T` (`x + pos(torch.arange(T))`), initialised like it from N(0, 1).
+/// The parameter `weight` `[ROWS, D]` is the table of a PyTorch `nn.Embedding(ROWS, D)` looked
+/// up at positions `0..T` (`x + pos(torch.arange(T))`), initialised like it from N(0, 1). A
+/// table may have more rows than the sequence has steps (BERT's has 512 for any length); the
+/// rows from `T` on are kept, saved and loaded, but unused. A sequence longer than the table
+/// is a compile-time error.
 ///
-/// Backward: `dP += Σ_batch dy`, `dx = dy`.
+/// Backward: `dP_t += Σ_batch dy_t` for `t < T`, `dx = dy`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LearnedPositions<const T: usize, const D: usize, E: Float = f32> {
-    /// `[T, D]`, row `t` is added at step `t`.
+pub struct LearnedPositions<const T: usize, const D: usize, const ROWS: usize, E: Float = f32> {
+    /// `[ROWS, D]`, row `t` is added at step `t`.
     pub weight: Vec<E>,
 }
 
-impl<const T: usize, const D: usize, E: Float> LearnedPositions<T, D, E> {
-    const SHAPE: [usize; 2] = [T, D];
+impl<const T: usize, const D: usize, const ROWS: usize, E: Float> LearnedPositions<T, D, ROWS, E> {
+    const SHAPE: [usize; 2] = {
+        assert!(
+            T <= ROWS,
+            "LearnedPositions: the sequence is longer than the position table"
+        );
+        [ROWS, D]
+    };
 
     /// A table of zeros.
     pub fn zeros() -> Self {
         Self {
-            weight: vec![E::ZERO; T * D],
+            weight: vec![E::ZERO; Self::SHAPE[0] * D],
         }
+    }
+
+    /// The rows that are added: `0..T`.
+    fn used(&self) -> &[E] {
+        &self.weight[..T * D]
     }
 }
 
@@ -51,13 +65,15 @@ fn pass_gradient<E: Float, const T: usize, const D: usize>(
     }
 }
 
-impl<const T: usize, const D: usize, E: Float> Module<E> for LearnedPositions<T, D, E> {
+impl<const T: usize, const D: usize, const ROWS: usize, E: Float> Module<E>
+    for LearnedPositions<T, D, ROWS, E>
+{
     type Input = Rank2<T, D>;
     type Output = Rank2<T, D>;
     type Cache = ();
     type Grads = Self;
 
-    const PARAMS: usize = T * D;
+    const PARAMS: usize = ROWS * D;
 
     fn init(rng: &mut Rng) -> Self {
         let mut layer = Self::zeros();
@@ -77,7 +93,7 @@ impl<const T: usize, const D: usize, E: Float> Module<E> for LearnedPositions<T,
 
     fn forward(&self, x: &Tensor<Rank2<T, D>, E>, y: &mut Tensor<Rank2<T, D>, E>, _cache: &mut ()) {
         y.set_batch(x.batch());
-        add_to_samples(x.as_slice(), &self.weight, y.as_mut_slice());
+        add_to_samples(x.as_slice(), self.used(), y.as_mut_slice());
     }
 
     fn forward_train(
@@ -98,7 +114,7 @@ impl<const T: usize, const D: usize, E: Float> Module<E> for LearnedPositions<T,
         _cache: &mut (),
         grads: &mut Self,
     ) {
-        add_row_sums(dy.as_slice(), &mut grads.weight);
+        add_row_sums(dy.as_slice(), &mut grads.weight[..T * D]);
         pass_gradient(dy, dx);
     }
 
@@ -213,7 +229,7 @@ mod tests {
 
     #[test]
     fn learned_positions_add_row_t_at_step_t() {
-        let layer = LearnedPositions::<2, 3, f64> {
+        let layer = LearnedPositions::<2, 3, 2, f64> {
             weight: vec![1.0, 2.0, 3.0, 10.0, 20.0, 30.0],
         };
         let x = Tensor::from_vec((0..12).map(f64::from).collect()).unwrap();
@@ -239,7 +255,7 @@ mod tests {
 
     #[test]
     fn learned_positions_are_drawn_from_a_standard_normal() {
-        let layer = LearnedPositions::<64, 128, f64>::init(&mut crate::init::rng(1));
+        let layer = LearnedPositions::<64, 128, 64, f64>::init(&mut crate::init::rng(1));
         let n = layer.weight.len() as f64;
         let mean = layer.weight.iter().sum::<f64>() / n;
         let var = layer
@@ -301,7 +317,8 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        check_module::<LearnedPositions<4, 3, f64>>(3, 1);
+        check_module::<LearnedPositions<4, 3, 4, f64>>(3, 1);
+        check_module::<LearnedPositions<4, 3, 7, f64>>(3, 1);
         check_module::<SinusoidalPositions<5, 6>>(2, 2);
     }
 }
