@@ -8,6 +8,7 @@
 //! reused: a training step does not allocate.
 
 use crate::init::Rng;
+use crate::layers::LengthsError;
 use crate::{Float, Shape, Tensor};
 
 /// A named parameter tensor, as the visitors hand it out.
@@ -135,6 +136,19 @@ pub trait Module<E: Float>: Sized + Send + Sync {
 
     /// Recurrent layers: makes the next forward start from the zero state.
     fn clear_state(&self, _cache: &mut Self::Cache) {}
+
+    /// Attention layers: sets the key-padding mask of the next forwards, one length per
+    /// sample (`None`: no padding, every step is real). Sample `b` attends only to its steps
+    /// `0..lengths[b]`; see [`crate::layers::MultiHeadAttention::set_lengths`]. Generated
+    /// networks pass it to every layer; layers without a mask ignore it. On error nothing
+    /// changes.
+    fn set_padding(
+        &self,
+        _cache: &mut Self::Cache,
+        _lengths: Option<&[usize]>,
+    ) -> Result<(), LengthsError> {
+        Ok(())
+    }
 
     /// Calls `f` on every buffer (non-trained state saved with the weights) with its full name.
     /// Most layers have none.

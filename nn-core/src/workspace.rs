@@ -21,6 +21,7 @@ pub struct Workspace<M: Module<E>, E: Float = f32> {
     input_grad: Tensor<M::Input, E>,
     cache: M::Cache,
     grads: M::Grads,
+    max_batch: usize,
 }
 
 impl<M: Module<E>, E: Float> Workspace<M, E> {
@@ -33,7 +34,13 @@ impl<M: Module<E>, E: Float> Workspace<M, E> {
             input_grad: Tensor::zeros(max_batch),
             cache: module.new_cache(max_batch),
             grads: module.new_grads(),
+            max_batch,
         }
+    }
+
+    /// The largest batch these buffers hold.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
     /// Inference (no cache kept for backward), reusing the buffers.
@@ -102,6 +109,17 @@ impl<M: Module<E>, E: Float> Workspace<M, E> {
     /// Makes the next forward start from the zero state.
     pub fn clear_state(&mut self, module: &M) {
         module.clear_state(&mut self.cache);
+    }
+
+    /// Sets the key-padding mask of the attention layers for the next forwards: sample `b`
+    /// of the batch is `lengths[b]` steps long and the steps after are padding (`None`: no
+    /// padding). See [`Module::set_padding`].
+    pub fn set_padding(
+        &mut self,
+        module: &M,
+        lengths: Option<&[usize]>,
+    ) -> Result<(), crate::layers::LengthsError> {
+        module.set_padding(&mut self.cache, lengths)
     }
 
     /// The accumulated parameter gradients.

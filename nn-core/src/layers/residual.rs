@@ -2,7 +2,8 @@
 
 use std::marker::PhantomData;
 
-use crate::init::Rng;
+use crate::init::{mix_seed, Rng};
+use crate::layers::LengthsError;
 use crate::module::{Buffer, BufferMut, Module, Param, ParamMut};
 use crate::{join_name, Float, Shape, Tensor};
 
@@ -135,6 +136,34 @@ where
     fn zero_grads(grads: &mut Self::Grads) {
         B::zero_grads(&mut grads.body);
         Sc::zero_grads(&mut grads.shortcut);
+    }
+
+    fn reseed(&self, cache: &mut Self::Cache, seed: u64) {
+        self.body.reseed(&mut cache.body, mix_seed(seed, 0));
+        self.shortcut.reseed(&mut cache.shortcut, mix_seed(seed, 1));
+    }
+
+    fn carry_over(&self, cache: &mut Self::Cache, output: &Tensor<Self::Output, E>, steps: usize) {
+        // Each branch is handed its own output, which the cache keeps.
+        self.body
+            .carry_over(&mut cache.body, &cache.body_out, steps);
+        self.shortcut
+            .carry_over(&mut cache.shortcut, &cache.shortcut_out, steps);
+        let _ = output;
+    }
+
+    fn clear_state(&self, cache: &mut Self::Cache) {
+        self.body.clear_state(&mut cache.body);
+        self.shortcut.clear_state(&mut cache.shortcut);
+    }
+
+    fn set_padding(
+        &self,
+        cache: &mut Self::Cache,
+        lengths: Option<&[usize]>,
+    ) -> Result<(), LengthsError> {
+        self.body.set_padding(&mut cache.body, lengths)?;
+        self.shortcut.set_padding(&mut cache.shortcut, lengths)
     }
 
     fn forward(
