@@ -2,4 +2,6 @@
 
 pub mod safetensors;
 
-pub use self::safetensors::{load, load_bytes, save, to_bytes, WeightsError};
+pub use self::safetensors::{
+    load, load_bytes, load_bytes_ignoring, load_ignoring, save, to_bytes, WeightsError,
+};

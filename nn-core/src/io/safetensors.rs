@@ -63,8 +63,34 @@ pub fn load<E: Float, M: Module<E>>(
     load_bytes(model, &bytes)
 }
 
+/// Loads the weights in `path` into `model`, skipping the tensors named in `ignored` that
+/// the model does not use (e.g. BERT's `pooler.dense.weight` in a sentence encoder, like
+/// PyTorch's `load_state_dict(strict=False)` but only for the names given). Any other
+/// unexpected tensor is still an error; on error `model` is unchanged.
+pub fn load_ignoring<E: Float, M: Module<E>>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    ignored: &[&str],
+) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_bytes_ignoring(model, &bytes, ignored)
+}
+
 /// Loads weights from the bytes of a safetensors file; on error `model` is unchanged.
 pub fn load_bytes<E: Float, M: Module<E>>(model: &mut M, bytes: &[u8]) -> Result<(), WeightsError> {
+    load_bytes_ignoring(model, bytes, &[])
+}
+
+/// [`load_bytes`], skipping the tensors named in `ignored` (see [`load_ignoring`]).
+pub fn load_bytes_ignoring<E: Float, M: Module<E>>(
+    model: &mut M,
+    bytes: &[u8],
+    ignored: &[&str],
+) -> Result<(), WeightsError> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Corrupt {
         reason: e.to_string(),
     })?;
@@ -96,7 +122,10 @@ pub fn load_bytes<E: Float, M: Module<E>>(model: &mut M, bytes: &[u8]) -> Result
         }
         views.insert(name, view);
     }
-    if let Some((name, view)) = in_file.into_iter().next() {
+    if let Some((name, view)) = in_file
+        .into_iter()
+        .find(|(name, _)| !ignored.contains(&name.as_str()))
+    {
         return Err(WeightsError::Unexpected {
             name,
             found: view.shape().to_vec(),
@@ -229,6 +258,42 @@ mod tests {
         let mut other = Linear::<3, 2, f32>::zeros();
         load_bytes(&mut other, &bytes).unwrap();
         assert_eq!(layer, other);
+    }
+
+    #[test]
+    fn only_the_tensors_named_as_ignored_may_be_left_over() {
+        let layer = Linear::<3, 2, f32>::init(&mut rng(1));
+        let mut tensors = Vec::new();
+        layer.visit_params("", &mut |p| {
+            tensors.push((
+                p.name.to_string(),
+                p.shape.to_vec(),
+                encode_floats(p.values),
+            ))
+        });
+        tensors.push((
+            "pooler.dense.bias".into(),
+            vec![2],
+            encode_floats(&[1f32, 2.0]),
+        ));
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes);
+                (name.clone(), view.unwrap())
+            })
+            .collect();
+        let bytes = safetensors::serialize(views, None).unwrap();
+
+        let mut model = Linear::<3, 2, f32>::zeros();
+        let error = load_bytes(&mut model, &bytes).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the weights file has tensor `pooler.dense.bias` [2] that the model does not have"
+        );
+        assert_eq!(model, Linear::zeros());
+        load_bytes_ignoring(&mut model, &bytes, &["pooler.dense.bias"]).unwrap();
+        assert_eq!(model, layer);
     }
 
     #[test]
