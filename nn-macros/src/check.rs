@@ -7,6 +7,8 @@
 //! layer's own output, or its annotation); the layers before the first error are kept so that
 //! `generate` can still emit a usable item and no follow-on errors appear.
 
+use std::collections::HashSet;
+
 use proc_macro2::TokenStream;
 use syn::{Attribute, Ident, Visibility};
 
@@ -72,6 +74,7 @@ pub fn check(network: &Network) -> (Checked, Vec<syn::Error>) {
     if let Some(error) = vocabulary_check(&network.input.dims, &walk) {
         errors.push(error);
     }
+    duplicate_names(&mut walk.kept, &mut HashSet::new(), &mut errors);
     let checked = Checked {
         name: network.name.clone(),
         vis: network.vis.clone(),
@@ -83,14 +86,53 @@ pub fn check(network: &Network) -> (Checked, Vec<syn::Error>) {
     (checked, errors)
 }
 
+/// Every parameter name must be unique (two layers under one name would save and load as
+/// one tensor), and so must the Rust fields of one network. A clashing field is renamed after
+/// the error, so that the generated code stays valid and adds no errors of its own.
+fn duplicate_names(
+    layers: &mut [CheckedLayer],
+    names: &mut HashSet<String>,
+    errors: &mut Vec<syn::Error>,
+) {
+    let mut fields = HashSet::new();
+    for (index, layer) in layers.iter_mut().enumerate() {
+        let mut reported = false;
+        match &mut layer.kind {
+            Kind::Residual(block) => {
+                duplicate_names(&mut block.body, names, errors);
+                let shortcut = block.shortcut.as_deref_mut().unwrap_or_default();
+                duplicate_names(shortcut, names, errors);
+            }
+            Kind::Layer(_) if layer.params > 0 && !names.insert(layer.full_path.clone()) => {
+                errors.push(errors::duplicate_name(&layer.tokens, &layer.full_path));
+                reported = true;
+            }
+            Kind::Layer(_) => {}
+        }
+        if !fields.insert(layer.field.to_string()) {
+            if !reported {
+                errors.push(errors::duplicate_field(
+                    &layer.tokens,
+                    &layer.field.to_string(),
+                ));
+            }
+            layer.field = quote::format_ident!("{}_{index}", layer.field);
+            fields.insert(layer.field.to_string());
+        }
+    }
+}
+
 /// A language model (token ids in, one prediction per step out) must predict its own
 /// vocabulary.
 fn vocabulary_check(input: &[usize], walk: &Walk) -> Option<syn::Error> {
     let (vocab, (tokens, display, output)) = (walk.vocabulary?, walk.last.as_ref()?);
+    // Only a linear output head predicts tokens (an encoder ends with hidden states), and a
+    // tied head is checked against its own embedding.
+    let untied_head = display.starts_with("linear") && !display.contains("tied");
     match (input, output.as_slice()) {
-        ([_], [_, classes]) if *classes != vocab => Some(errors::vocabulary_mismatch(
-            tokens, display, *classes, vocab,
-        )),
+        ([_], [_, classes]) if *classes != vocab && untied_head => Some(
+            errors::vocabulary_mismatch(tokens, display, *classes, vocab),
+        ),
         _ => None,
     }
 }
@@ -107,6 +149,8 @@ struct Walk {
     kept_output: Vec<usize>,
     /// The vocabulary of the first embedding, for the output-head check.
     vocabulary: Option<usize>,
+    /// The embeddings of this network by local path: (vocabulary, width), for tied heads.
+    embeddings: Vec<(String, usize, usize)>,
     /// The last layer seen: tokens, display and output.
     last: Option<(TokenStream, String, Vec<usize>)>,
 }
@@ -120,11 +164,14 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 /// The Rust field of a layer: `layer_3` at the top level, `features_3` inside a group, or the
-/// layer's own name.
+/// layer's own name in snake case (`attention.output.LayerNorm` is
+/// `attention_output_layernorm`); a keyword gets a trailing `_`.
 fn field_name(path: &str) -> String {
-    let flat = path.replace('.', "_");
+    let flat = path.replace('.', "_").to_lowercase();
     if path.starts_with(|c: char| c.is_ascii_digit()) {
         format!("layer_{flat}")
+    } else if syn::parse_str::<Ident>(&flat).is_err() {
+        format!("{flat}_")
     } else {
         flat
     }
@@ -139,36 +186,32 @@ impl Walk {
             kept: Vec::new(),
             kept_output: input,
             vocabulary: None,
+            embeddings: Vec::new(),
             last: None,
         }
     }
 
     fn items(&mut self, items: &[Item], group: &str, errors: &mut Vec<syn::Error>) {
         for (index, item) in items.iter().enumerate() {
-            match item {
+            // An unnamed item is named by its position; `_` adds no name, so its field is
+            // named by position instead.
+            let label = match item {
                 Item::Group { name, items } => {
-                    self.items(items, &join(group, &name.to_string()), errors)
+                    self.items(items, &join(group, &name.text), errors);
+                    continue;
                 }
-                Item::Layer(layer) => {
-                    let local = join(
-                        group,
-                        &layer
-                            .label
-                            .as_ref()
-                            .map_or(index.to_string(), Ident::to_string),
-                    );
-                    self.layer(layer, local, errors);
-                }
-                Item::Residual(residual) => {
-                    let local = join(
-                        group,
-                        &residual
-                            .name
-                            .as_ref()
-                            .map_or(index.to_string(), Ident::to_string),
-                    );
-                    self.residual(residual, local, errors);
-                }
+                Item::Layer(layer) => layer.label.as_ref(),
+                Item::Residual(residual) => residual.name.as_ref(),
+            };
+            let local = join(group, &label.map_or(index.to_string(), |l| l.text.clone()));
+            let field = match label {
+                Some(l) if l.text.is_empty() => join(group, &format!("unnamed_{index}")),
+                _ => local.clone(),
+            };
+            match item {
+                Item::Layer(layer) => self.layer(layer, local, &field, errors),
+                Item::Residual(residual) => self.residual(residual, local, &field, errors),
+                Item::Group { .. } => unreachable!("handled above"),
             }
         }
     }
@@ -178,7 +221,7 @@ impl Walk {
     fn advance(
         &mut self,
         errors: &[syn::Error],
-        local: String,
+        (local, field): (String, &str),
         kind: Option<Kind>,
         output: Option<Vec<usize>>,
         annotation: Option<&crate::parse::ShapeLit>,
@@ -198,7 +241,7 @@ impl Walk {
                     }
                 };
                 self.kept.push(CheckedLayer {
-                    field: Ident::new(&field_name(&local), proc_macro2::Span::call_site()),
+                    field: Ident::new(&field_name(field), proc_macro2::Span::call_site()),
                     path: local.clone(),
                     full_path: full_path.clone(),
                     kind,
@@ -231,7 +274,7 @@ impl Walk {
         };
     }
 
-    fn layer(&mut self, layer: &Layer, local: String, errors: &mut Vec<syn::Error>) {
+    fn layer(&mut self, layer: &Layer, local: String, field: &str, errors: &mut Vec<syn::Error>) {
         let kind = layers::resolve(layer).map_err(|e| errors.push(e)).ok();
         let mut note = String::new();
         let output = match (&kind, &self.shape) {
@@ -279,13 +322,29 @@ impl Walk {
                 ));
             }
         }
-        if let Some(LayerKind::Embedding { vocab, .. }) = &kind {
+        if let Some(LayerKind::Embedding { vocab, dim }) = &kind {
             self.vocabulary.get_or_insert(*vocab);
+            self.embeddings.push((local.clone(), *vocab, *dim));
+        }
+        if let (
+            Some(LayerKind::Linear {
+                outputs,
+                tied: Some(name),
+                ..
+            }),
+            Some(input),
+            Some(_),
+        ) = (&kind, &self.shape, &output)
+        {
+            let features = *input.last().expect("rank >= 1");
+            if let Err(e) = self.check_tie(&layer.tokens, &display, name, *outputs, features) {
+                errors.push(e);
+            }
         }
         let kind = kind.map(Kind::Layer);
         self.advance(
             errors,
-            local,
+            (local, field),
             kind,
             output,
             layer.annotation.as_ref(),
@@ -295,7 +354,40 @@ impl Walk {
         );
     }
 
-    fn residual(&mut self, residual: &Residual, local: String, errors: &mut Vec<syn::Error>) {
+    /// A tied head must name an embedding declared before it in the same network, predict its
+    /// vocabulary and read vectors of its width.
+    fn check_tie(
+        &self,
+        tokens: &TokenStream,
+        display: &str,
+        name: &str,
+        outputs: usize,
+        features: usize,
+    ) -> syn::Result<()> {
+        let Some((_, vocab, dim)) = self.embeddings.iter().find(|(path, ..)| path == name) else {
+            let known: Vec<&str> = self.embeddings.iter().map(|(p, ..)| p.as_str()).collect();
+            return Err(errors::tied_to_unknown(tokens, display, name, &known));
+        };
+        if outputs != *vocab {
+            return Err(errors::tied_vocabulary_mismatch(
+                tokens, display, name, *vocab, outputs,
+            ));
+        }
+        if features != *dim {
+            return Err(errors::tied_width_mismatch(
+                tokens, display, name, *dim, features,
+            ));
+        }
+        Ok(())
+    }
+
+    fn residual(
+        &mut self,
+        residual: &Residual,
+        local: String,
+        field: &str,
+        errors: &mut Vec<syn::Error>,
+    ) {
         let activation = match &residual.activation {
             None => None,
             Some(name) if name == "relu" => Some(Activation::Relu),
@@ -313,7 +405,7 @@ impl Walk {
         let Some(input) = self.shape.clone() else {
             self.advance(
                 errors,
-                local,
+                (local, field),
                 None,
                 None,
                 residual.annotation.as_ref(),
@@ -377,7 +469,7 @@ impl Walk {
         });
         self.advance(
             errors,
-            local,
+            (local, field),
             kind,
             output,
             residual.annotation.as_ref(),

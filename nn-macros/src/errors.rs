@@ -245,6 +245,94 @@ pub fn heads_do_not_divide(
     )
 }
 
+pub fn sequence_longer_than_table(
+    layer: &TokenStream,
+    display: &str,
+    steps: usize,
+    rows: usize,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}`: the sequence has {steps} steps, but the position table holds only {rows} positions\n\
+             help: write `learned_positions({steps})` (or more rows), or shorten the sequence to at most {rows} steps"
+        ),
+    )
+}
+
+pub fn duplicate_name(layer: &TokenStream, path: &str) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "a second layer with parameters is named `{path}`: both would save and load their tensors as `{path}.*`\n\
+             help: give one of them another name"
+        ),
+    )
+}
+
+pub fn duplicate_field(layer: &TokenStream, field: &str) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "two layers of this network get the Rust field `{field}` (names are joined with `_` and lower-cased)\n\
+             help: give one of them another name"
+        ),
+    )
+}
+
+pub fn tied_to_unknown(
+    layer: &TokenStream,
+    display: &str,
+    name: &str,
+    embeddings: &[&str],
+) -> syn::Error {
+    let help = match embeddings {
+        [] => "help: declare a named embedding before the head in the same network, like `tok: embedding(256, 128)`".to_string(),
+        known => format!(
+            "help: the embeddings declared before it here are {}",
+            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}`: there is no embedding named `{name}` before this head in the same network (a head inside a residual block cannot reach one outside it)\n{help}"
+        ),
+    )
+}
+
+pub fn tied_vocabulary_mismatch(
+    layer: &TokenStream,
+    display: &str,
+    name: &str,
+    vocab: usize,
+    outputs: usize,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` shares the table of `{name}`, which has a vocabulary of {vocab}, but predicts {outputs} classes\n\
+             help: a tied head predicts the embedding's vocabulary: write `linear({vocab}, tied = {name})`"
+        ),
+    )
+}
+
+pub fn tied_width_mismatch(
+    layer: &TokenStream,
+    display: &str,
+    name: &str,
+    dim: usize,
+    features: usize,
+) -> syn::Error {
+    syn::Error::new_spanned(
+        layer,
+        format!(
+            "`{display}` shares the table of `{name}`, whose vectors have {dim} features, but its input has {features}\n\
+             help: a tied head reads vectors as wide as the embedding's: bring the input to {dim} features first, e.g. `linear({dim})`"
+        ),
+    )
+}
+
 pub fn bad_probability(span: Span, p: f64) -> syn::Error {
     syn::Error::new(
         span,

@@ -42,6 +42,14 @@ fn layer_type(layer: &CheckedLayer, owner: &Ident, extra: &mut Vec<TokenStream>)
     match &layer.kind {
         Kind::Residual(block) => residual_type(layer, block, owner, extra),
         Kind::Layer(kind) => match *kind {
+            LayerKind::Linear {
+                outputs,
+                tied: Some(_),
+                ..
+            } => {
+                let (d, v) = (lit(*input.last().expect("rank >= 1")), lit(outputs));
+                quote_spanned!(span=> ::nn::layers::TiedLinear<#d, #v>)
+            }
             LayerKind::Linear { outputs, .. } if input.len() == 2 => {
                 let (t, i, o) = (lit(input[0]), lit(input[1]), lit(outputs));
                 quote_spanned!(span=> ::nn::layers::SequenceLinear<#t, #i, #o, E>)
@@ -121,13 +129,27 @@ fn layer_type(layer: &CheckedLayer, owner: &Ident, extra: &mut Vec<TokenStream>)
                 let eps = Literal::u64_unsuffixed(eps_e12);
                 quote_spanned!(span=> ::nn::layers::LayerNorm<#in_shape, #eps, E>)
             }
-            LayerKind::MultiHeadAttention { heads, causal } => {
+            LayerKind::MultiHeadAttention {
+                heads,
+                causal,
+                bert_names,
+            } => {
                 let (t, d, h) = (lit(input[0]), lit(input[1]), lit(heads));
-                quote_spanned!(span=> ::nn::layers::MultiHeadAttention<#t, #d, #h, #causal, E>)
+                let names = if bert_names {
+                    quote!(BertNames)
+                } else {
+                    quote!(PackedNames)
+                };
+                quote_spanned!(span=> ::nn::layers::MultiHeadAttention<#t, #d, #h, #causal, E, ::nn::layers::#names>)
             }
-            LayerKind::LearnedPositions => {
+            LayerKind::LearnedPositions { rows } => {
                 let (t, d) = (lit(input[0]), lit(input[1]));
-                quote_spanned!(span=> ::nn::layers::LearnedPositions<#t, #d, E>)
+                let rows = lit(if rows == 0 { input[0] } else { rows });
+                quote_spanned!(span=> ::nn::layers::LearnedPositions<#t, #d, #rows, E>)
+            }
+            LayerKind::TokenTypeEmbedding { types } => {
+                let (t, d, n) = (lit(input[0]), lit(input[1]), lit(types));
+                quote_spanned!(span=> ::nn::layers::TokenTypeEmbedding<#t, #d, #n, E>)
             }
             LayerKind::SinusoidalPositions => {
                 let (t, d) = (lit(input[0]), lit(input[1]));
@@ -294,6 +316,15 @@ fn note_warnings(layers: &[CheckedLayer], out: &mut Vec<TokenStream>) {
     }
 }
 
+/// The items of `all` whose layer is a field of the network (not a tied head).
+fn only_modules<T: Clone>(all: &[T], is_module: &[bool]) -> Vec<T> {
+    all.iter()
+        .zip(is_module)
+        .filter(|(_, keep)| **keep)
+        .map(|(item, _)| item.clone())
+        .collect()
+}
+
 fn generate_network(net: &Net<'_>) -> TokenStream {
     let name = &net.name;
     let vis = &net.vis;
@@ -312,12 +343,21 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
     let output_rank = net.output.len();
     let params = lit(layers.iter().map(|l| l.params).sum());
 
+    // Every layer is a field of the network, except tied heads: they own no tensor and are
+    // called with their embedding's table instead.
+    let tie = |l: &CheckedLayer| match &l.kind {
+        Kind::Layer(LayerKind::Linear {
+            tied: Some(embedding),
+            ..
+        }) => layers.iter().find(|e| e.path == *embedding),
+        _ => None,
+    };
     let fields: Vec<_> = layers.iter().map(|l| l.field.clone()).collect();
     let types: Vec<_> = layers
         .iter()
         .map(|l| layer_type(l, name, &mut extra))
         .collect();
-    let paths: Vec<_> = layers.iter().map(|l| l.path.clone()).collect();
+    let is_module: Vec<bool> = layers.iter().map(|l| tie(l).is_none()).collect();
 
     // Activations a_i (output of layer i) and their gradients g_i, for every layer but the
     // last, whose output is the caller's `y`.
@@ -378,14 +418,30 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
         .map(|i| {
             let (field, ty, c) = (&fields[i], &types[i], &cache_fields[i]);
             let (x, y) = (input_of(i), output_of(i));
-            quote!(<#ty as ::nn::Module<E>>::forward(&self.#field, #x, #y, &mut cache.#c);)
+            match tie(&layers[i]) {
+                Some(embedding) => {
+                    let table = &embedding.field;
+                    quote!(<#ty>::forward(&self.#table.weight, #x, #y);)
+                }
+                None => {
+                    quote!(<#ty as ::nn::Module<E>>::forward(&self.#field, #x, #y, &mut cache.#c);)
+                }
+            }
         })
         .collect();
     let forward_train_calls: Vec<_> = (0..n)
         .map(|i| {
             let (field, ty, c) = (&fields[i], &types[i], &cache_fields[i]);
             let (x, y) = (input_of(i), output_of(i));
-            quote!(<#ty as ::nn::Module<E>>::forward_train(&mut self.#field, #x, #y, &mut cache.#c);)
+            match tie(&layers[i]) {
+                Some(embedding) => {
+                    let table = &embedding.field;
+                    quote!(<#ty>::forward(&self.#table.weight, #x, #y);)
+                }
+                None => {
+                    quote!(<#ty as ::nn::Module<E>>::forward_train(&mut self.#field, #x, #y, &mut cache.#c);)
+                }
+            }
         })
         .collect();
 
@@ -407,13 +463,33 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
                 quote!(if need_input_grad { ::core::option::Option::Some(&mut cache.#g) } else { ::core::option::Option::None })
             }
         };
-        let call = quote!(<#ty as ::nn::Module<E>>::backward(&self.#field, #x, #y, #dy, #dx, &mut cache.#c, &mut grads.#field););
+        let call = match tie(&layers[i]) {
+            Some(embedding) => {
+                let table = &embedding.field;
+                let _ = y;
+                quote!(<#ty>::backward(&self.#table.weight, #x, #dy, #dx, &mut grads.#table.weight);)
+            }
+            None => {
+                quote!(<#ty as ::nn::Module<E>>::backward(&self.#field, #x, #y, #dy, #dx, &mut cache.#c, &mut grads.#field);)
+            }
+        };
         if i >= first_parametric {
             backward_always.push(call);
         } else {
             backward_for_input.push(call);
         }
     }
+
+    // From here on, only the layers that are fields.
+    let fields = only_modules(&fields, &is_module);
+    let types = only_modules(&types, &is_module);
+    let paths = only_modules(
+        &layers.iter().map(|l| l.path.clone()).collect::<Vec<_>>(),
+        &is_module,
+    );
+    let cache_fields = only_modules(&cache_fields, &is_module);
+    let carry_outputs = only_modules(&carry_outputs, &is_module);
+    let layer_indices = only_modules(&layer_indices, &is_module);
 
     let (forward_body, forward_train_body, backward_body) = if n == 0 {
         (
@@ -594,6 +670,12 @@ fn generate_network(net: &Net<'_>) -> TokenStream {
             fn clear_state(&self, cache: &mut #cache_name<E>) {
                 #(<#types as ::nn::Module<E>>::clear_state(&self.#fields, &mut cache.#cache_fields);)*
                 let _ = cache;
+            }
+
+            fn set_padding(&self, cache: &mut #cache_name<E>, lengths: ::core::option::Option<&[usize]>) -> ::core::result::Result<(), ::nn::layers::LengthsError> {
+                #(<#types as ::nn::Module<E>>::set_padding(&self.#fields, &mut cache.#cache_fields, lengths)?;)*
+                let _ = (cache, lengths);
+                ::core::result::Result::Ok(())
             }
 
             fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(::nn::Buffer<'_, E>)) {

@@ -32,15 +32,19 @@ pub const LAYER_NAMES: &[&str] = &[
     "multi_head_attention",
     "learned_positions",
     "sinusoidal_positions",
+    "token_type_embedding",
 ];
 
 /// What a layer computes, with its arguments resolved (0 for a size left to inference).
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// `nn.Linear(inputs, outputs)`, on a vector or at every step of a sequence.
+    /// `nn.Linear(inputs, outputs)`, on a vector or at every step of a sequence; or, when
+    /// `tied` names an embedding of the same network, a head without bias whose weight is that
+    /// embedding's table.
     Linear {
         inputs: usize,
         outputs: usize,
+        tied: Option<String>,
     },
     Activation(Activation),
     Softmax,
@@ -88,8 +92,18 @@ pub enum LayerKind {
     MultiHeadAttention {
         heads: usize,
         causal: bool,
+        /// Hugging Face BERT's separate `self.query`, ..., `output.dense` names instead of
+        /// PyTorch's packed `in_proj_weight`.
+        bert_names: bool,
     },
-    LearnedPositions,
+    /// A learned position table of `rows` positions (0: as many as the sequence has steps).
+    LearnedPositions {
+        rows: usize,
+    },
+    /// BERT's token-type table of `types` rows; row 0 is added at every step.
+    TokenTypeEmbedding {
+        types: usize,
+    },
     SinusoidalPositions,
 }
 
@@ -240,7 +254,7 @@ fn positive(lit: &syn::LitInt, layer: &str) -> syn::Result<usize> {
 /// How each layer is written, for messages.
 pub fn usage(name: &str) -> &'static str {
     match name {
-        "linear" => "linear(out_features)` or `linear(in_features => out_features)",
+        "linear" => "linear(out_features)` or `linear(in_features => out_features)` or `linear(vocabulary, tied = embedding_name)",
         "conv2d" => "conv2d(out_channels, kernel = 3, stride = 1, padding = 1)` or `conv2d(in_channels => out_channels, kernel = 3)",
         "max_pool2d" => "max_pool2d(kernel)` or `max_pool2d(kernel, stride = 2)",
         "avg_pool2d" => "avg_pool2d(kernel)` or `avg_pool2d(kernel, stride = 2)",
@@ -252,10 +266,11 @@ pub fn usage(name: &str) -> &'static str {
         "lstm" => "lstm(hidden)` or `lstm(inputs => hidden)",
         "gru" => "gru(hidden)` or `gru(inputs => hidden)",
         "layer_norm" => "layer_norm` or `layer_norm(eps = 1e-12)",
-        "multi_head_attention" => "multi_head_attention(heads = 4)` or `multi_head_attention(heads = 4, causal)",
+        "multi_head_attention" => "multi_head_attention(heads = 4)` or `multi_head_attention(heads = 4, causal)` or `multi_head_attention(heads = 12, bert_names)",
         "gelu" => "gelu",
         "gelu_tanh" => "gelu_tanh",
-        "learned_positions" => "learned_positions",
+        "learned_positions" => "learned_positions` or `learned_positions(512)",
+        "token_type_embedding" => "token_type_embedding(2)",
         "sinusoidal_positions" => "sinusoidal_positions",
         "relu" => "relu",
         "sigmoid" => "sigmoid",
@@ -296,7 +311,21 @@ pub fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
                 "its number of output features",
                 "linear(10)` or `linear(64 => 10)",
             )?;
-            LayerKind::Linear { inputs, outputs }
+            let tied = match args.named("tied") {
+                None => None,
+                Some(ArgValue::Name(label)) if !label.text.is_empty() => Some(label.text.clone()),
+                Some(_) => {
+                    return Err(syn::Error::new(
+                        layer.name.span(),
+                        "`tied` of `linear` names an embedding of this network, like `linear(256, tied = tok)`",
+                    ))
+                }
+            };
+            LayerKind::Linear {
+                inputs,
+                outputs,
+                tied,
+            }
         }
         "relu" => LayerKind::Activation(Activation::Relu),
         "sigmoid" => LayerKind::Activation(Activation::Sigmoid),
@@ -304,13 +333,32 @@ pub fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
         "softmax" => LayerKind::Softmax,
         "gelu" => LayerKind::Activation(Activation::Gelu),
         "gelu_tanh" => LayerKind::Activation(Activation::GeluTanh),
-        "learned_positions" => LayerKind::LearnedPositions,
+        "learned_positions" => LayerKind::LearnedPositions {
+            rows: args.size(Some(0), "positions")?.unwrap_or(0),
+        },
+        "token_type_embedding" => {
+            let Some(types) = args.size(Some(0), "types")? else {
+                return Err(errors::missing_argument(
+                    &layer.tokens,
+                    "token_type_embedding",
+                    "its number of token types",
+                    "token_type_embedding(2)",
+                ));
+            };
+            LayerKind::TokenTypeEmbedding { types }
+        }
         "sinusoidal_positions" => LayerKind::SinusoidalPositions,
         "layer_norm" => {
             let eps = match args.named("eps") {
                 None => 1e-5,
                 Some(ArgValue::Float(lit)) => lit.base10_parse::<f64>()?,
                 Some(ArgValue::Int(lit)) => lit.base10_parse::<f64>()?,
+                Some(ArgValue::Name(_)) => {
+                    return Err(syn::Error::new(
+                        layer.name.span(),
+                        "`eps` of `layer_norm` must be a number, like `eps = 1e-12`",
+                    ))
+                }
             };
             let eps_e12 = (eps * 1e12).round();
             if !(1.0..=1e12).contains(&eps_e12) {
@@ -335,6 +383,7 @@ pub fn resolve(layer: &Layer) -> syn::Result<LayerKind> {
             LayerKind::MultiHeadAttention {
                 heads,
                 causal: args.flag("causal"),
+                bert_names: args.flag("bert_names"),
             }
         }
         "flatten" => LayerKind::Flatten,
@@ -494,14 +543,21 @@ pub fn output(
         })
     };
     match *kind {
-        LayerKind::Linear { inputs, outputs } => {
+        LayerKind::Linear {
+            inputs,
+            outputs,
+            ref tied,
+        } => {
             let (steps, features) = match input {
                 [features] => (None, *features),
                 [steps, features] => (Some(*steps), *features),
                 _ => return Err(errors::needs_vector(&layer.tokens, &shown, input, source)),
             };
             if inputs != 0 && inputs != features {
-                let fix = format!("linear({features} => {outputs})");
+                let tie = tied
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(", tied = {t}"));
+                let fix = format!("linear({features} => {outputs}{tie})");
                 return Err(errors::in_features_mismatch(
                     &layer.tokens,
                     &shown,
@@ -610,7 +666,16 @@ pub fn output(
             _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
         },
         LayerKind::LayerNorm { .. } => plain(input.to_vec()),
-        LayerKind::LearnedPositions | LayerKind::SinusoidalPositions => match input {
+        LayerKind::LearnedPositions { rows } => {
+            match input {
+                [steps, _] if rows != 0 && *steps > rows => Err(
+                    errors::sequence_longer_than_table(&layer.tokens, &shown, *steps, rows),
+                ),
+                [_, _] => plain(input.to_vec()),
+                _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
+            }
+        }
+        LayerKind::SinusoidalPositions | LayerKind::TokenTypeEmbedding { .. } => match input {
             [_, _] => plain(input.to_vec()),
             _ => Err(errors::needs_sequence(&layer.tokens, &shown, input, source)),
         },
@@ -721,10 +786,19 @@ pub fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
     let with_inputs =
         |given: usize, inferred: Option<usize>| if given != 0 { Some(given) } else { inferred };
     match *kind {
-        LayerKind::Linear { inputs, outputs } => match with_inputs(inputs, last) {
-            Some(i) => format!("linear({i} => {outputs})"),
-            None => format!("linear({outputs})"),
-        },
+        LayerKind::Linear {
+            inputs,
+            outputs,
+            ref tied,
+        } => {
+            let tie = tied
+                .as_ref()
+                .map_or(String::new(), |t| format!(", tied = {t}"));
+            match with_inputs(inputs, last) {
+                Some(i) => format!("linear({i} => {outputs}{tie})"),
+                None => format!("linear({outputs}{tie})"),
+            }
+        }
         LayerKind::Activation(Activation::Relu) => "relu".into(),
         LayerKind::Activation(Activation::Sigmoid) => "sigmoid".into(),
         LayerKind::Activation(Activation::Tanh) => "tanh".into(),
@@ -738,13 +812,21 @@ pub fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
         }
         LayerKind::MultiHeadAttention {
             heads,
-            causal: true,
-        } => format!("multi_head_attention(heads = {heads}, causal)"),
-        LayerKind::MultiHeadAttention {
-            heads,
-            causal: false,
-        } => format!("multi_head_attention(heads = {heads})"),
-        LayerKind::LearnedPositions => "learned_positions".into(),
+            causal,
+            bert_names,
+        } => {
+            let mut text = format!("multi_head_attention(heads = {heads}");
+            if causal {
+                text.push_str(", causal");
+            }
+            if bert_names {
+                text.push_str(", bert_names");
+            }
+            text + ")"
+        }
+        LayerKind::LearnedPositions { rows: 0 } => "learned_positions".into(),
+        LayerKind::LearnedPositions { rows } => format!("learned_positions({rows})"),
+        LayerKind::TokenTypeEmbedding { types } => format!("token_type_embedding({types})"),
         LayerKind::SinusoidalPositions => "sinusoidal_positions".into(),
         LayerKind::Softmax => "softmax".into(),
         LayerKind::Flatten => "flatten".into(),
@@ -805,10 +887,18 @@ pub fn display(kind: &LayerKind, input: Option<&[usize]>) -> String {
 pub fn cost(kind: &LayerKind, input: &[usize], output: &[usize]) -> (usize, usize) {
     let numel = |s: &[usize]| s.iter().product::<usize>();
     match *kind {
-        LayerKind::Linear { outputs, .. } => {
+        LayerKind::Linear {
+            outputs, ref tied, ..
+        } => {
             let features = *input.last().expect("checked rank");
             let steps = numel(input) / features;
-            (features * outputs + outputs, steps * features * outputs)
+            // A tied head's weight is counted with its embedding.
+            let params = if tied.is_some() {
+                0
+            } else {
+                features * outputs + outputs
+            };
+            (params, steps * features * outputs)
         }
         LayerKind::Conv2d {
             outputs, kernel, ..
@@ -827,7 +917,9 @@ pub fn cost(kind: &LayerKind, input: &[usize], output: &[usize]) -> (usize, usiz
             )
         }
         LayerKind::LayerNorm { .. } => (2 * input.last().expect("rank >= 1"), 0),
-        LayerKind::LearnedPositions => (numel(input), 0),
+        LayerKind::LearnedPositions { rows: 0 } => (numel(input), 0),
+        LayerKind::LearnedPositions { rows } => (rows * input[1], 0),
+        LayerKind::TokenTypeEmbedding { types } => (types * input[1], 0),
         LayerKind::MultiHeadAttention { .. } => {
             let (steps, model) = (input[0], input[1]);
             (

@@ -3,20 +3,26 @@
 //! ```text
 //! network    := attr* vis "struct" Ident ":" shape "{" items "}"
 //! items      := (item ("," item)* ","?)?
-//! item       := Ident ":" "{" items "}"            a named group (PyTorch nn.Sequential)
-//!             | (Ident ":")? layer ("=>" shape)?   a layer, optionally named, with an optional
+//! item       := label ":" "{" items "}"            a named group (PyTorch nn.Sequential)
+//!             | label? "repeat" "(" int ")" "{" items "}"
+//!                                                   n copies of a group, named 0, 1, ..
+//!             | (label ":")? layer ("=>" shape)?   a layer, optionally named, with an optional
 //!                                                   checked output shape
-//!             | (Ident ":")? "residual" ("(" Ident ")")? "{" items "}" ("shortcut" "{" items "}")?
+//!             | (label ":")? "residual" ("(" Ident ")")? "{" items "}" ("shortcut" "{" items "}")?
 //!                                                   y = body(x) + shortcut(x), then the optional
 //!                                                   activation; the shortcut is the identity
 //!                                                   unless given (a projection)
+//! label      := "_" | segment ("." segment)*       a PyTorch attribute path; keywords are fine
+//!                                                   (`attention.self`); `_` adds no name
+//! segment    := Ident | int
 //! layer      := Ident ("(" arg ("," arg)* ","? ")")?
-//! arg        := int | float | int "=>" int | Ident "=" (int | float) | Ident
+//! arg        := int | float | int "=>" int | Ident "=" (int | float | label) | Ident
 //! shape      := "[" int ("," int)* ","? "]"
 //! ```
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{
@@ -41,15 +47,24 @@ pub struct ShapeLit {
     pub span: Span,
 }
 
+#[derive(Clone)]
 pub enum Item {
-    Group { name: Ident, items: Vec<Item> },
+    Group { name: Label, items: Vec<Item> },
     Layer(Layer),
     Residual(Residual),
 }
 
+/// The name of a layer, group or block: the path of PyTorch attribute names it stands for,
+/// e.g. `conv1`, `features`, `attention.output.LayerNorm`; empty for `_`.
+#[derive(Clone)]
+pub struct Label {
+    pub text: String,
+}
+
 /// `residual(relu) { body } shortcut { projection }`.
+#[derive(Clone)]
 pub struct Residual {
-    pub name: Option<Ident>,
+    pub name: Option<Label>,
     /// The activation applied after the addition, inside the block (as in ResNet's blocks).
     pub activation: Option<Ident>,
     pub body: Vec<Item>,
@@ -60,9 +75,10 @@ pub struct Residual {
 }
 
 /// One layer call, e.g. `conv1: conv2d(64, kernel = 3, padding = 1) => [64, 224, 224]`.
+#[derive(Clone)]
 pub struct Layer {
     /// The name given to the layer (its PyTorch attribute name), if any.
-    pub label: Option<Ident>,
+    pub label: Option<Label>,
     pub name: Ident,
     pub args: Vec<Arg>,
     /// The expected output shape, when written.
@@ -71,6 +87,7 @@ pub struct Layer {
     pub tokens: TokenStream,
 }
 
+#[derive(Clone)]
 pub enum Arg {
     /// `64`
     Int(LitInt),
@@ -84,9 +101,12 @@ pub enum Arg {
     Flag(Ident),
 }
 
+#[derive(Clone)]
 pub enum ArgValue {
     Int(LitInt),
     Float(LitFloat),
+    /// Another layer's name, e.g. `tied = transformer.wte`.
+    Name(Label),
 }
 
 impl Arg {
@@ -131,39 +151,149 @@ impl Parse for Network {
 }
 
 fn parse_items(input: ParseStream) -> syn::Result<Vec<Item>> {
-    let items: Punctuated<Item, Token![,]> = Punctuated::parse_terminated(input)?;
-    Ok(items.into_iter().collect())
+    let parsed: Punctuated<Parsed, Token![,]> = Punctuated::parse_terminated(input)?;
+    let mut items = Vec::new();
+    for item in parsed {
+        match item {
+            Parsed::Item(item) => items.push(item),
+            // Each copy is named by its position among the items, like any unnamed item.
+            Parsed::Repeat { count, body } => {
+                for _ in 0..count {
+                    let name = Label {
+                        text: items.len().to_string(),
+                    };
+                    items.push(Item::Group {
+                        name,
+                        items: body.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(items)
 }
 
-impl Parse for Item {
+/// An item as written: `repeat` stands for several items until `parse_items` expands it.
+enum Parsed {
+    Item(Item),
+    Repeat { count: usize, body: Vec<Item> },
+}
+
+/// Whether the input starts with `label :` (and not a path like `a::b`).
+fn peek_label(input: ParseStream) -> bool {
+    let fork = input.fork();
+    fork.parse::<Label>().is_ok() && fork.peek(Token![:]) && !fork.peek(Token![::])
+}
+
+impl Parse for Label {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Token![_]) {
+            input.parse::<Token![_]>()?;
+            return Ok(Label {
+                text: String::new(),
+            });
+        }
+        let mut text = segment(input)?;
+        while input.peek(Token![.]) {
+            input.parse::<Token![.]>()?;
+            text.push('.');
+            text.push_str(&segment(input)?);
+        }
+        Ok(Label { text })
+    }
+}
+
+/// One segment of a label: a name (keywords included: BERT has `attention.self`) or an index.
+/// `a.0.1` arrives as `a`, `.`, `0.1`: a float literal stands for two indices.
+fn segment(input: ParseStream) -> syn::Result<String> {
+    if input.peek(LitInt) {
+        return Ok(input.parse::<LitInt>()?.base10_digits().to_string());
+    }
+    if input.peek(LitFloat) {
+        let lit: LitFloat = input.parse()?;
+        let text = lit.to_string();
+        if text
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Ok(text);
+        }
+        return Err(syn::Error::new(lit.span(), "expected a name or an index"));
+    }
+    Ok(input.call(Ident::parse_any)?.to_string())
+}
+
+/// `repeat(n) { items }`, after an optional label.
+fn parse_repeat(input: ParseStream) -> syn::Result<(usize, Vec<Item>)> {
+    let keyword: Ident = input.parse()?;
+    let inner;
+    parenthesized!(inner in input);
+    let count: LitInt = inner.parse()?;
+    let count: usize = count.base10_parse()?;
+    if count == 0 {
+        return Err(syn::Error::new(
+            keyword.span(),
+            "`repeat(0)` repeats nothing; write at least `repeat(1)`",
+        ));
+    }
+    let body;
+    braced!(body in input);
+    Ok((count, parse_items(&body)?))
+}
+
+/// Whether the input starts with `repeat(..) {`.
+fn is_repeat(input: ParseStream) -> bool {
+    let fork = input.fork();
+    fork.parse::<Ident>().is_ok_and(|i| i == "repeat")
+        && fork.peek(syn::token::Paren)
+        && fork.parse::<proc_macro2::TokenTree>().is_ok()
+        && fork.peek(syn::token::Brace)
+}
+
+impl Parse for Parsed {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let mut label = None;
-        if input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
-            let name: Ident = input.parse()?;
+        if peek_label(input) {
+            let name: Label = input.parse()?;
             input.parse::<Token![:]>()?;
             if input.peek(syn::token::Brace) {
                 let body;
                 braced!(body in input);
-                return Ok(Item::Group {
+                return Ok(Parsed::Item(Item::Group {
                     name,
                     items: parse_items(&body)?,
-                });
+                }));
             }
             label = Some(name);
+        }
+        if is_repeat(input) {
+            let (count, body) = parse_repeat(input)?;
+            let Some(name) = label else {
+                return Ok(Parsed::Repeat { count, body });
+            };
+            let items = (0..count)
+                .map(|index| Item::Group {
+                    name: Label {
+                        text: index.to_string(),
+                    },
+                    items: body.clone(),
+                })
+                .collect();
+            return Ok(Parsed::Item(Item::Group { name, items }));
         }
         let fork = input.fork();
         let is_residual = fork.parse::<Ident>().is_ok_and(|i| i == "residual")
             && (fork.peek(syn::token::Brace) || fork.peek(syn::token::Paren));
         if is_residual {
-            return Ok(Item::Residual(parse_residual(input, label)?));
+            return Ok(Parsed::Item(Item::Residual(parse_residual(input, label)?)));
         }
         let mut layer: Layer = input.parse()?;
         layer.label = label;
-        Ok(Item::Layer(layer))
+        Ok(Parsed::Item(Item::Layer(layer)))
     }
 }
 
-fn parse_residual(input: ParseStream, name: Option<Ident>) -> syn::Result<Residual> {
+fn parse_residual(input: ParseStream, name: Option<Label>) -> syn::Result<Residual> {
     let keyword: Ident = input.parse()?;
     let mut tokens = keyword.to_token_stream();
     let mut activation = None;
@@ -248,10 +378,12 @@ impl Parse for Arg {
                 ArgValue::Int(input.parse()?)
             } else if input.peek(LitFloat) {
                 ArgValue::Float(input.parse()?)
+            } else if input.peek(Ident::peek_any) {
+                ArgValue::Name(input.parse()?)
             } else {
-                return Err(
-                    input.error(format!("expected a number for `{name}`, like `{name} = 1`"))
-                );
+                return Err(input.error(format!(
+                    "expected a number or a layer's name for `{name}`, like `{name} = 1`"
+                )));
             };
             return Ok(Arg::Named(name, value));
         }
