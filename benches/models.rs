@@ -7,6 +7,7 @@
 //! | W5 | VGG16 (`nn::models::Vgg16`), 3 x 224 x 224 | 1 | forward (inference) |
 //! | W6 | tanh RNN 64 -> 128 with a per-step linear to 64 classes, T = 64 | 32 | training step |
 //! | W7 | decoder-only transformer: 2 pre-LN blocks, d 128, 4 heads, FFN 512, T 64, vocab 256 | 16 | training step |
+//! | MiniLM | all-MiniLM-L6-v2 (`nn::models::MiniLm`), a 12-token sentence padded to 128 | 1, 8 | sentence embeddings |
 //!
 //! A training step is forward, mean softmax cross-entropy (over all steps for W6), backward
 //! and a plain SGD update, with every buffer allocated before the timed loop.
@@ -15,7 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nn::models::{LeNet5, Vgg16, VggSmall};
+use nn::models::{LeNet5, MiniLm, Vgg16, VggSmall};
 use nn::prelude::*;
 
 network! {
@@ -144,5 +145,31 @@ fn w5(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, w3, w4, w6, w7, w5);
+/// all-MiniLM-L6-v2 (random weights: the time does not depend on them) embedding one sentence
+/// of 12 tokens, and a batch of 8. The network always runs its 128 steps; the key-padding mask
+/// keeps the padding out of the result, not out of the work.
+fn minilm(c: &mut Criterion) {
+    let net = MiniLm::new(0);
+    let sentence: Vec<usize> = [
+        101, 1996, 4937, 7719, 2006, 1996, 13523, 2058, 1996, 4586, 1012, 102,
+    ]
+    .to_vec();
+    let mut ws = net.workspace(8);
+    let mut group = c.benchmark_group("MiniLM");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
+    group.bench_function("embed_1_sentence", |b| {
+        let one = [sentence.clone()];
+        b.iter(|| black_box(net.embed(&mut ws, &one).expect("embedded")[0][0]))
+    });
+    group.bench_function("embed_8_sentences", |b| {
+        let eight = vec![sentence.clone(); 8];
+        b.iter(|| black_box(net.embed(&mut ws, &eight).expect("embedded")[0][0]))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, w3, w4, w6, w7, w5, minilm);
 criterion_main!(benches);

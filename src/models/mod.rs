@@ -2,7 +2,9 @@
 //! reference implementations so that published weights load without renaming.
 
 pub mod lenet;
+pub mod minilm;
 pub mod vgg;
 
 pub use lenet::LeNet5;
+pub use minilm::MiniLm;
 pub use vgg::{Vgg16, VggSmall};
