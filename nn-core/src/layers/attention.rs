@@ -464,7 +464,7 @@ impl<
         let shape = |weight: bool, rows: usize| if weight { vec![rows, D] } else { vec![rows] };
         match N::SEPARATE {
             Some(names) => {
-                let weight = index % 2 == 0;
+                let weight = index.is_multiple_of(2);
                 let suffix = if weight { "weight" } else { "bias" };
                 (format!("{}.{suffix}", names[index / 2]), shape(weight, D))
             }
@@ -476,7 +476,10 @@ impl<
                     "out_proj.bias",
                 ];
                 let rows = if index < 2 { 3 * D } else { D };
-                (names[index].to_string(), shape(index % 2 == 0, rows))
+                (
+                    names[index].to_string(),
+                    shape(index.is_multiple_of(2), rows),
+                )
             }
         }
     }
