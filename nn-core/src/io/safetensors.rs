@@ -55,12 +55,7 @@ pub fn load<E: Float, M: Module<E>>(
     model: &mut M,
     path: impl AsRef<Path>,
 ) -> Result<(), WeightsError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    load_bytes(model, &bytes)
+    load_ignoring(model, path, &[])
 }
 
 /// Loads the weights in `path` into `model`, skipping the tensors named in `ignored` that

@@ -19,7 +19,6 @@ pub mod rnn;
 pub mod sequence;
 pub mod softmax;
 pub mod tied;
-pub mod token_type;
 
 pub use activation::{
     Activation, Gelu, GeluFn, GeluTanh, GeluTanhFn, Pointwise, Relu, ReluFn, Sigmoid, SigmoidFn,
@@ -39,10 +38,11 @@ pub use layer_norm::{LayerNorm, LayerNormCache};
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmCache};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxPoolCache};
-pub use position::{LearnedPositions, SinusoidalCache, SinusoidalPositions};
+pub use position::{
+    AddedTable, LearnedPositions, SinusoidalCache, SinusoidalPositions, TokenTypeEmbedding,
+};
 pub use residual::{Identity, Residual, ResidualCache, ResidualGrads};
 pub use rnn::{Rnn, RnnCache};
 pub use sequence::{LastStep, Recurrent, SequenceLinear};
 pub use softmax::Softmax;
 pub use tied::TiedLinear;
-pub use token_type::TokenTypeEmbedding;

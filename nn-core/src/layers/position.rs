@@ -1,31 +1,52 @@
-//! Position information added to a sequence `[T, D]`: a learned table, or Vaswani et al.'s
-//! fixed sinusoids.
+//! Tables added to a sequence `[T, D]`: learned positions, BERT's token types, and Vaswani et
+//! al.'s fixed sinusoids.
 
 use crate::init::{normal, Rng};
-use crate::layers::linear::add_row_sums;
 use crate::module::{Module, Param, ParamMut};
 use crate::{Float, Rank2, Tensor};
 
-/// `y_t = x_t + P_t` at every time step: a learned position embedding, `[T, D] → [T, D]`.
+/// `y_t = x_t + W_{r(t)}`: a learned table `W` `[ROWS, D]` added to a sequence `[T, D]`, row
+/// `r(t) = t` at step `t` when `PER_STEP` (learned positions), row 0 at every step otherwise
+/// (BERT's token types for single-segment input). Use it through [`LearnedPositions`] and
+/// [`TokenTypeEmbedding`].
 ///
-/// The parameter `weight` `[ROWS, D]` is the table of a PyTorch `nn.Embedding(ROWS, D)` looked
-/// up at positions `0..T` (`x + pos(torch.arange(T))`), initialised like it from N(0, 1). A
-/// table may have more rows than the sequence has steps (BERT's has 512 for any length); the
-/// rows from `T` on are kept, saved and loaded, but unused. A sequence longer than the table
-/// is a compile-time error.
+/// The parameter `weight` is the table of a PyTorch `nn.Embedding(ROWS, D)`, initialised like
+/// it from N(0, 1). Rows no step uses are kept, saved and loaded; their gradient is zero.
 ///
-/// Backward: `dP_t += Σ_batch dy_t` for `t < T`, `dx = dy`.
+/// Backward: `dW_{r(t)} += Σ_batch dy_t`, `dx = dy`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LearnedPositions<const T: usize, const D: usize, const ROWS: usize, E: Float = f32> {
-    /// `[ROWS, D]`, row `t` is added at step `t`.
+pub struct AddedTable<
+    const T: usize,
+    const D: usize,
+    const ROWS: usize,
+    const PER_STEP: bool,
+    E: Float = f32,
+> {
+    /// `[ROWS, D]`.
     pub weight: Vec<E>,
 }
 
-impl<const T: usize, const D: usize, const ROWS: usize, E: Float> LearnedPositions<T, D, ROWS, E> {
+/// `y_t = x_t + P_t` at every time step: a learned position embedding, `[T, D] → [T, D]`,
+/// PyTorch's `x + pos(torch.arange(T))` with `pos = nn.Embedding(ROWS, D)`. A table may have
+/// more rows than the sequence has steps (BERT's has 512 for any length); a sequence longer
+/// than the table is a compile-time error.
+pub type LearnedPositions<const T: usize, const D: usize, const ROWS: usize, E = f32> =
+    AddedTable<T, D, ROWS, true, E>;
+
+/// `y_t = x_t + E_0` at every step: BERT's token-type (segment) embedding
+/// (`token_type_embeddings`, `nn.Embedding(TYPES, D)`) for a single sentence, whose token
+/// types are all 0. The network's input is one sequence of token ids, so rows 1.. are only
+/// kept for loading and saving.
+pub type TokenTypeEmbedding<const T: usize, const D: usize, const TYPES: usize, E = f32> =
+    AddedTable<T, D, TYPES, false, E>;
+
+impl<const T: usize, const D: usize, const ROWS: usize, const PER_STEP: bool, E: Float>
+    AddedTable<T, D, ROWS, PER_STEP, E>
+{
     const SHAPE: [usize; 2] = {
         assert!(
-            T <= ROWS,
-            "LearnedPositions: the sequence is longer than the position table"
+            if PER_STEP { T <= ROWS } else { ROWS > 0 },
+            "AddedTable: the sequence is longer than the position table"
         );
         [ROWS, D]
     };
@@ -37,9 +58,22 @@ impl<const T: usize, const D: usize, const ROWS: usize, E: Float> LearnedPositio
         }
     }
 
-    /// The rows that are added: `0..T`.
-    fn used(&self) -> &[E] {
-        &self.weight[..T * D]
+    /// The row added at step `t`.
+    fn row(t: usize) -> usize {
+        if PER_STEP {
+            t
+        } else {
+            0
+        }
+    }
+
+    /// The steps of every sample, each with the table row it adds: `(step, row)` pairs of
+    /// `D`-wide slices, for `values` holding whole samples.
+    fn steps(values: &[E]) -> impl Iterator<Item = (usize, &[E])> {
+        values
+            .chunks_exact(D.max(1))
+            .enumerate()
+            .map(|(i, step)| (Self::row(i % T), step))
     }
 }
 
@@ -65,8 +99,8 @@ fn pass_gradient<E: Float, const T: usize, const D: usize>(
     }
 }
 
-impl<const T: usize, const D: usize, const ROWS: usize, E: Float> Module<E>
-    for LearnedPositions<T, D, ROWS, E>
+impl<const T: usize, const D: usize, const ROWS: usize, const PER_STEP: bool, E: Float> Module<E>
+    for AddedTable<T, D, ROWS, PER_STEP, E>
 {
     type Input = Rank2<T, D>;
     type Output = Rank2<T, D>;
@@ -93,7 +127,13 @@ impl<const T: usize, const D: usize, const ROWS: usize, E: Float> Module<E>
 
     fn forward(&self, x: &Tensor<Rank2<T, D>, E>, y: &mut Tensor<Rank2<T, D>, E>, _cache: &mut ()) {
         y.set_batch(x.batch());
-        add_to_samples(x.as_slice(), self.used(), y.as_mut_slice());
+        let ys = y.as_mut_slice().chunks_exact_mut(D.max(1));
+        for (y, (row, x)) in ys.zip(Self::steps(x.as_slice())) {
+            let added = &self.weight[row * D..][..D];
+            for ((y, x), w) in y.iter_mut().zip(x).zip(added) {
+                *y = *x + *w;
+            }
+        }
     }
 
     fn forward_train(
@@ -114,7 +154,11 @@ impl<const T: usize, const D: usize, const ROWS: usize, E: Float> Module<E>
         _cache: &mut (),
         grads: &mut Self,
     ) {
-        add_row_sums(dy.as_slice(), &mut grads.weight[..T * D]);
+        for (row, dy) in Self::steps(dy.as_slice()) {
+            for (g, d) in grads.weight[row * D..][..D].iter_mut().zip(dy) {
+                *g += *d;
+            }
+        }
         pass_gradient(dy, dx);
     }
 
@@ -316,7 +360,23 @@ mod tests {
     }
 
     #[test]
+    fn token_types_add_the_first_row_at_every_step() {
+        let layer = TokenTypeEmbedding::<2, 2, 2, f64> {
+            weight: vec![1.0, 2.0, 100.0, 200.0],
+        };
+        let x = Tensor::from_vec(vec![0.0, 0.0, 10.0, 10.0]).unwrap();
+        let mut y = Tensor::zeros(0);
+        layer.forward(&x, &mut y, &mut ());
+        assert_eq!(y.as_slice(), &[1.0, 2.0, 11.0, 12.0]);
+        let mut grads = layer.new_grads();
+        let dy = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        layer.backward(&x, &y, &dy, None, &mut (), &mut grads);
+        assert_eq!(grads.weight, vec![4.0, 6.0, 0.0, 0.0]);
+    }
+
+    #[test]
     fn gradients_match_finite_differences() {
+        check_module::<TokenTypeEmbedding<3, 4, 2, f64>>(2, 1);
         check_module::<LearnedPositions<4, 3, 4, f64>>(3, 1);
         check_module::<LearnedPositions<4, 3, 7, f64>>(3, 1);
         check_module::<SinusoidalPositions<5, 6>>(2, 2);
