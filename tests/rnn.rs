@@ -103,6 +103,33 @@ fn tbptt_with_k1_equal_k2_equal_t_is_exactly_full_bptt() {
 }
 
 #[test]
+fn tbptt_clips_the_gradient_before_the_step() {
+    let ids = stream(5);
+    let mut direct = CharLstm::<f64>::new(7);
+    let mut by_tbptt = direct.clone();
+    // One SGD step with the full-BPTT gradient scaled to norm 0.01.
+    let grads = full_bptt_grads(&mut direct, &ids);
+    let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
+    assert!(norm > 0.01, "the bound must bite: {norm}");
+    let scale = 0.01 / (norm + 1e-6);
+    let expected: Vec<f64> = params(&direct)
+        .iter()
+        .zip(&grads)
+        .map(|(p, g)| p - 0.5 * g * scale)
+        .collect();
+    let mut ws = by_tbptt.workspace(1);
+    let mut sgd = Sgd::new(0.5);
+    Tbptt::new(4, 4, 4)
+        .unwrap()
+        .with_max_grad_norm(0.01)
+        .train_pass(&mut by_tbptt, &mut ws, &mut sgd, &ids, 1, |_, _| ())
+        .unwrap();
+    for (a, b) in params(&by_tbptt).iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-14, "{a} vs {b}");
+    }
+}
+
+#[test]
 fn carried_state_continues_the_sequence_where_the_last_window_left_it() {
     // Window 1 covers tokens 0..4, window 2 (k1 = 2) tokens 2..6, starting from the state after
     // token 1: its outputs must equal steps 2..6 of one forward over all six tokens.

@@ -23,14 +23,16 @@ use thiserror::Error;
 
 use crate::error::LossError;
 use crate::loss::{softmax_cross_entropy, IGNORE};
-use crate::optim::Optimizer;
+use crate::optim::{clip_grad_norm, Optimizer};
 use crate::{Float, Module, Rank1, Rank2, Tensor, Workspace};
 
 /// The (k1, k2) of truncated BPTT, checked against the network's unroll length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tbptt {
     k1: usize,
     k2: usize,
+    /// The global gradient norm an update may not exceed, if any.
+    max_grad_norm: Option<f64>,
 }
 
 /// An invalid (k1, k2) for a network unrolling `steps` steps.
@@ -70,7 +72,11 @@ impl Tbptt {
         if k2 != steps {
             return Err(TbpttError::K2NotUnroll { k2, steps });
         }
-        Ok(Self { k1, k2 })
+        Ok(Self {
+            k1,
+            k2,
+            max_grad_norm: None,
+        })
     }
 
     /// (k1, k2) as compile-time constants, checked when the program is built: `K1 > K2`, or a
@@ -83,7 +89,19 @@ impl Tbptt {
                 "truncated BPTT: k2 must equal the number of steps the network unrolls"
             );
         }
-        Self { k1: K1, k2: K2 }
+        Self {
+            k1: K1,
+            k2: K2,
+            max_grad_norm: None,
+        }
+    }
+
+    /// Clips every update's gradients to a global L2 norm of at most `max_norm` before the
+    /// optimizer step ([`crate::optim::clip_grad_norm`], PyTorch's `clip_grad_norm_`), the
+    /// usual guard against exploding gradients in recurrent networks.
+    pub const fn with_max_grad_norm(mut self, max_norm: f64) -> Self {
+        self.max_grad_norm = Some(max_norm);
+        self
     }
 
     pub fn k1(&self) -> usize {
@@ -97,7 +115,8 @@ impl Tbptt {
     /// One pass over `tokens` with `streams` parallel streams (the text is cut into `streams`
     /// contiguous parts, one per sample of the batch). After each update `on_update` gets its
     /// number and mean loss; the mean loss of the pass is returned. A NaN or infinite loss stops
-    /// the pass with the update number.
+    /// the pass with the update number. Gradients are clipped first when
+    /// [`Self::with_max_grad_norm`] set a bound.
     #[allow(clippy::too_many_arguments)]
     pub fn train_pass<E, M, O, const T: usize, const V: usize>(
         &self,
@@ -155,6 +174,9 @@ impl Tbptt {
                 .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
                 .map_err(|source| TrainError::Loss { update, source })?;
             workspace.backward(model);
+            if let Some(max_norm) = self.max_grad_norm {
+                clip_grad_norm(model, workspace.grads_mut(), E::from_f64(max_norm));
+            }
             optimizer.step(model, workspace.grads());
             workspace.zero_grads();
             // The next window starts k1 steps into this one.
