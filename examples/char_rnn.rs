@@ -20,6 +20,8 @@
 //! LSTM of the same width. The defaults (3 epochs, learning rate 3e-3) reach about 1.55
 //! nats/char, against a unigram entropy of 3.31, in about 2.5 minutes.
 
+#[path = "common/lm.rs"]
+mod lm;
 #[path = "common/plot.rs"]
 mod plot;
 
@@ -183,7 +185,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let offset = if epoch == 1 {
             0
         } else {
-            random_below(&mut rng, k1)
+            lm::random_below(&mut rng, k1)
         };
         let bar = ProgressBar::new(updates as u64)
             .with_style(style.clone())
@@ -214,7 +216,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             ws.forward(&mut net, &x);
             let loss = ws
                 .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
-                .map_err(|source| stopped(epoch, update_number, source))?;
+                .map_err(|source| lm::stopped(epoch, update_number, source))?;
             ws.backward(&net);
             let norm = clip_grad_norm(&net, ws.grads_mut(), MAX_GRAD_NORM);
             if !norm.is_finite() {
@@ -254,7 +256,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             epoch_start.elapsed().as_secs_f32()
         );
         // Rewritten after every epoch, so that an interrupted run keeps its curves.
-        plot(&args.out, &train_curve, &validation_curve, unigram, epoch)?;
+        lm::plot_losses(
+            &args.out,
+            "char_rnn: tiny Shakespeare",
+            &train_curve,
+            &validation_curve,
+            unigram,
+            epoch,
+        )?;
     }
 
     let final_loss = match validation_losses.last() {
@@ -269,14 +278,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         Some(prime) => vocabulary
             .encode(prime)
             .map_err(|e| format!("--prime: {e}"))?,
-        None => {
-            let newline = vocabulary.id('\n').unwrap_or(0);
-            let end = validation
-                .windows(2)
-                .rposition(|pair| pair == [newline, newline])
-                .map_or(validation.len(), |at| at + 2);
-            validation[end.saturating_sub(1024)..end].to_vec()
-        }
+        None => lm::prime_before_blank_line(validation, vocabulary.id('\n').unwrap_or(0)),
     };
     let sample = generate(
         &net,
@@ -299,47 +301,6 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         args.sample, args.temperature
     );
     Ok(())
-}
-
-/// Draws the training loss (means of 10 updates), the validation loss after each epoch and the
-/// unigram entropy against the epoch.
-fn plot(
-    path: &std::path::Path,
-    train: &[(f32, f32)],
-    validation: &[(f32, f32)],
-    unigram: f64,
-    epochs: usize,
-) -> Result<(), Box<dyn Error>> {
-    let baseline = [(0.0, unigram as f32), (epochs as f32, unigram as f32)];
-    plot::plot_curves(
-        path,
-        "char_rnn: tiny Shakespeare",
-        "epoch",
-        "cross-entropy (nats/char)",
-        &[
-            plot::Curve {
-                name: "train (mean of 10 updates)",
-                points: train,
-                markers: false,
-            },
-            plot::Curve {
-                name: "validation",
-                points: validation,
-                markers: true,
-            },
-            plot::Curve {
-                name: "unigram entropy",
-                points: &baseline,
-                markers: false,
-            },
-        ],
-    )
-}
-
-/// The error that stops training at a NaN or infinite loss, naming the update.
-fn stopped(epoch: usize, update: usize, source: nn::LossError) -> String {
-    let error = TrainError::Loss { update, source };
-    format!("training stopped in epoch {epoch}: {error}")
 }
 
 /// The mean loss of `net` predicting every character of `ids` from the ones before, in nats
@@ -430,40 +391,10 @@ fn generate(
     }
     let mut out = Vec::with_capacity(length);
     for _ in 0..length {
-        let next = sample_softmax(&logits, temperature, rng);
+        let next = lm::sample_softmax(&logits, temperature, rng);
         out.push(next);
         feed(ws, &[next], &mut logits);
     }
     ws.clear_state(net);
     out
-}
-
-/// An index drawn with probability `softmax(logits / temperature)`.
-fn sample_softmax(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| (((l - max) / temperature) as f64).exp())
-        .collect();
-    let mut u = uniform01(rng) * weights.iter().sum::<f64>();
-    for (i, w) in weights.iter().enumerate() {
-        if u < *w {
-            return i;
-        }
-        u -= w;
-    }
-    // Rounding left `u` just past the end: the last character that can occur.
-    weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)
-}
-
-/// A draw from U(0, 1).
-fn uniform01(rng: &mut Rng) -> f64 {
-    let mut u = [0.0f64];
-    nn::init::uniform(rng, &mut u, 0.5);
-    u[0] + 0.5
-}
-
-/// A whole number drawn uniformly from `0..n`.
-fn random_below(rng: &mut Rng, n: usize) -> usize {
-    ((uniform01(rng) * n as f64) as usize).min(n.saturating_sub(1))
 }

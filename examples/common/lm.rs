@@ -1,0 +1,96 @@
+//! Helpers of the character-level language models (`char_rnn`, `tiny_gpt`), included with
+//! `#[path = "common/lm.rs"] mod lm;`: drawing from the seeded generator, sampling the next
+//! character, the prompt of the final sample, the error that stops training and the plot of
+//! the loss curves (which needs `#[path = "common/plot.rs"] mod plot;` beside this module).
+
+// Each example uses only part of this file.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::path::Path;
+
+use nn::init::Rng;
+use nn::train::TrainError;
+
+/// An index drawn with probability `softmax(logits / temperature)`.
+pub fn sample_softmax(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| (((l - max) / temperature) as f64).exp())
+        .collect();
+    let mut u = uniform01(rng) * weights.iter().sum::<f64>();
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    // Rounding left `u` just past the end: the last character that can occur.
+    weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)
+}
+
+/// A draw from U(0, 1).
+pub fn uniform01(rng: &mut Rng) -> f64 {
+    let mut u = [0.0f64];
+    nn::init::uniform(rng, &mut u, 0.5);
+    u[0] + 0.5
+}
+
+/// A whole number drawn uniformly from `0..n`.
+pub fn random_below(rng: &mut Rng, n: usize) -> usize {
+    ((uniform01(rng) * n as f64) as usize).min(n.saturating_sub(1))
+}
+
+/// The default prompt of the final sample: the last at most 1024 characters of `text` up to
+/// and including its last blank line (two `newline` ids in a row), or up to its end if it has
+/// none.
+pub fn prime_before_blank_line(text: &[usize], newline: usize) -> Vec<usize> {
+    let end = text
+        .windows(2)
+        .rposition(|pair| pair == [newline, newline])
+        .map_or(text.len(), |at| at + 2);
+    text[end.saturating_sub(1024)..end].to_vec()
+}
+
+/// The error that stops training at a NaN or infinite loss, naming the update.
+pub fn stopped(epoch: usize, update: usize, source: nn::LossError) -> String {
+    let error = TrainError::Loss { update, source };
+    format!("training stopped in epoch {epoch}: {error}")
+}
+
+/// Draws the training loss (means of 10 updates), the validation loss after each epoch and the
+/// unigram entropy against the epoch, as a PNG at `path`.
+pub fn plot_losses(
+    path: &Path,
+    title: &str,
+    train: &[(f32, f32)],
+    validation: &[(f32, f32)],
+    unigram: f64,
+    epochs: usize,
+) -> Result<(), Box<dyn Error>> {
+    let baseline = [(0.0, unigram as f32), (epochs as f32, unigram as f32)];
+    crate::plot::plot_curves(
+        path,
+        title,
+        "epoch",
+        "cross-entropy (nats/char)",
+        &[
+            crate::plot::Curve {
+                name: "train (mean of 10 updates)",
+                points: train,
+                markers: false,
+            },
+            crate::plot::Curve {
+                name: "validation",
+                points: validation,
+                markers: true,
+            },
+            crate::plot::Curve {
+                name: "unigram entropy",
+                points: &baseline,
+                markers: false,
+            },
+        ],
+    )
+}
