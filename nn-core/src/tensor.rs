@@ -115,7 +115,7 @@ impl<S: Shape, E: Float> Tensor<S, E> {
     /// Copies `other` into `self`, taking its batch count.
     pub fn copy_from(&mut self, other: &Tensor<S, E>) {
         self.set_batch(other.batch);
-        self.data.copy_from_slice(&other.data);
+        crate::kernels::vector::copy(&mut self.data, &other.data);
     }
 
     /// The same values viewed as another shape with the same element count (free).

@@ -6,6 +6,27 @@ use crate::Float;
 
 const LANES: usize = 16;
 
+/// `dst = src` (same lengths).
+///
+/// Why not `copy_from_slice`: that is glibc's `memcpy`, which copies 4 to 64 KiB with
+/// `rep movsb`, and on this project's machine (an AMD EPYC virtual machine) that runs 20 to 40
+/// times slower than plain vector moves: 32 KiB took 17 µs instead of 0.8 µs. Fixed-size
+/// chunks compile to vector loads and stores, never to a `memcpy` call.
+#[inline]
+pub fn copy<E: Copy>(dst: &mut [E], src: &[E]) {
+    assert_eq!(dst.len(), src.len(), "copy: lengths differ");
+    const CHUNK: usize = 16;
+    let mut to = dst.chunks_exact_mut(CHUNK);
+    let mut from = src.chunks_exact(CHUNK);
+    for (to, from) in (&mut to).zip(&mut from) {
+        let chunk: &[E; CHUNK] = from.try_into().expect("whole chunks");
+        to.copy_from_slice(chunk);
+    }
+    for (to, from) in to.into_remainder().iter_mut().zip(from.remainder()) {
+        *to = *from;
+    }
+}
+
 /// `sum_i a[i] * b[i]`.
 #[inline(always)]
 pub fn dot<E: Float>(a: &[E], b: &[E]) -> E {
@@ -59,6 +80,22 @@ pub fn sum<E: Float>(x: &[E]) -> E {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_copies_every_length() {
+        for n in [0, 1, 15, 16, 17, 33, 1000, 4099] {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+            let mut dst = vec![-1.0f32; n];
+            copy(&mut dst, &src);
+            assert_eq!(dst, src, "length {n}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "copy: lengths differ")]
+    fn copy_rejects_different_lengths() {
+        copy(&mut [0.0f64; 3], &[1.0; 4]);
+    }
 
     #[test]
     fn dot_and_sum_match_the_naive_loop_for_every_length() {

@@ -112,7 +112,7 @@ impl<S: Shape, const P_PER_MILLION: u32, E: Float> Module<E> for Dropout<S, P_PE
         let mask = &mut cache.mask[..n];
         if P_PER_MILLION == 0 {
             mask.fill(E::ONE);
-            y.as_mut_slice().copy_from_slice(x.as_slice());
+            crate::kernels::vector::copy(y.as_mut_slice(), x.as_slice());
         } else if P_PER_MILLION >= 1_000_000 {
             mask.fill(E::ZERO);
             y.fill_zero();

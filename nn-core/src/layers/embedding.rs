@@ -144,7 +144,7 @@ impl<const V: usize, const D: usize, const T: usize, E: Float> Module<E> for Emb
             .enumerate()
         {
             let row = Self::row(id, position);
-            y.copy_from_slice(&self.weight[row * D..(row + 1) * D]);
+            crate::kernels::vector::copy(y, &self.weight[row * D..(row + 1) * D]);
         }
     }
 

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::init::Rng;
+use crate::kernels::vector::copy;
 use crate::module::{Module, Param, ParamMut};
 use crate::{Float, Rank1, Shape, Tensor};
 
@@ -46,7 +47,7 @@ impl<S: Shape, const N: usize, E: Float> Module<E> for Flatten<S, N> {
     fn forward(&self, x: &Tensor<S, E>, y: &mut Tensor<Rank1<N>, E>, _cache: &mut ()) {
         let () = Self::CHECK;
         y.set_batch(x.batch());
-        y.as_mut_slice().copy_from_slice(x.as_slice());
+        copy(y.as_mut_slice(), x.as_slice());
     }
 
     fn forward_train(&mut self, x: &Tensor<S, E>, y: &mut Tensor<Rank1<N>, E>, cache: &mut ()) {
@@ -64,7 +65,7 @@ impl<S: Shape, const N: usize, E: Float> Module<E> for Flatten<S, N> {
     ) {
         if let Some(dx) = dx {
             dx.set_batch(x.batch());
-            dx.as_mut_slice().copy_from_slice(dy.as_slice());
+            copy(dx.as_mut_slice(), dy.as_slice());
         }
     }
 

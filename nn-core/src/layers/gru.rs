@@ -124,7 +124,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
         y.set_batch(batch);
         let y = y.as_mut_slice();
         let start = &mut cache.start[..batch * H];
-        start.copy_from_slice(&cache.initial_state[..batch * H]);
+        crate::kernels::vector::copy(start, &cache.initial_state[..batch * H]);
         let gates = &mut cache.gates[..batch * T * 3 * H];
         let hidden_n = &mut cache.hidden_n[..batch * T * H];
         let q = &mut cache.hidden[..batch * 3 * H];
@@ -375,7 +375,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Gru
 
 impl<const T: usize, const D: usize, const H: usize, E: Float> Recurrent<E> for Gru<T, D, H, E> {
     fn carry_state(cache: &mut GruCache<E>) {
-        cache.initial_state.copy_from_slice(&cache.final_state);
+        crate::kernels::vector::copy(&mut cache.initial_state, &cache.final_state);
     }
 
     fn reset_state(cache: &mut GruCache<E>) {

@@ -126,9 +126,9 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
         y.set_batch(batch);
         let y = y.as_mut_slice();
         let start_state = &mut cache.start_state[..batch * H];
-        start_state.copy_from_slice(&cache.initial_state[..batch * H]);
+        crate::kernels::vector::copy(start_state, &cache.initial_state[..batch * H]);
         let start_cell = &mut cache.start_cell[..batch * H];
-        start_cell.copy_from_slice(&cache.initial_cell[..batch * H]);
+        crate::kernels::vector::copy(start_cell, &cache.initial_cell[..batch * H]);
         let gates = &mut cache.gates[..batch * T * 4 * H];
         let cells = &mut cache.cells[..batch * T * H];
         linear_rows(
@@ -361,8 +361,8 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
 
 impl<const T: usize, const D: usize, const H: usize, E: Float> Recurrent<E> for Lstm<T, D, H, E> {
     fn carry_state(cache: &mut LstmCache<E>) {
-        cache.initial_state.copy_from_slice(&cache.final_state);
-        cache.initial_cell.copy_from_slice(&cache.final_cell);
+        crate::kernels::vector::copy(&mut cache.initial_state, &cache.final_state);
+        crate::kernels::vector::copy(&mut cache.initial_cell, &cache.final_cell);
     }
 
     fn reset_state(cache: &mut LstmCache<E>) {

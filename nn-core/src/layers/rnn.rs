@@ -106,7 +106,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
         y.set_batch(batch);
         let y = y.as_mut_slice();
         let start = &mut cache.start[..batch * H];
-        start.copy_from_slice(&cache.initial_state[..batch * H]);
+        crate::kernels::vector::copy(start, &cache.initial_state[..batch * H]);
         let pre = &mut cache.pre[..batch * T * H];
         linear_rows(
             batch * T,
@@ -290,7 +290,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn
 
 impl<const T: usize, const D: usize, const H: usize, E: Float> Recurrent<E> for Rnn<T, D, H, E> {
     fn carry_state(cache: &mut RnnCache<E>) {
-        cache.initial_state.copy_from_slice(&cache.final_state);
+        crate::kernels::vector::copy(&mut cache.initial_state, &cache.final_state);
     }
 
     fn reset_state(cache: &mut RnnCache<E>) {

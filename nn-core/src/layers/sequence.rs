@@ -140,7 +140,7 @@ pub(crate) fn previous_states<E: Copy>(
         let out = &mut out[b * sample..(b + 1) * sample];
         let (first, rest) = out.split_at_mut(width);
         first.copy_from_slice(&start[b * width..(b + 1) * width]);
-        rest.copy_from_slice(&sequence[b * sample..(b + 1) * sample - width]);
+        crate::kernels::vector::copy(rest, &sequence[b * sample..(b + 1) * sample - width]);
     }
 }
 
@@ -157,7 +157,7 @@ pub(crate) fn store_final_state<E: Float>(
 ) {
     let (used, rest) = state.split_at_mut(batch * width);
     if steps == 0 {
-        used.copy_from_slice(&start[..batch * width]);
+        crate::kernels::vector::copy(used, &start[..batch * width]);
     } else {
         for (b, row) in used.chunks_exact_mut(width.max(1)).enumerate() {
             let at = (b * steps + steps - 1) * width;
