@@ -31,8 +31,8 @@ pub fn exp(x: f32) -> f32 {
     // 2^n through the exponent field; n is in [-126, 128] after the clamp, and 2^128 is split
     // as 2 * 2^127 so that the exponent stays representable.
     let half = (n * 0.5).floor();
-    let scale_a = f32::from_bits(((half as i32 + 127) as u32) << 23);
-    let scale_b = f32::from_bits((((n - half) as i32 + 127) as u32) << 23);
+    let scale_a = power_of_two(half);
+    let scale_b = power_of_two(n - half);
     let value = e_r * scale_a * scale_b;
     let value = if x > MAX_ARGUMENT {
         f32::INFINITY
@@ -45,6 +45,15 @@ pub fn exp(x: f32) -> f32 {
     } else {
         value
     }
+}
+
+/// `2^k` for a whole `k` in `[-126, 127]`, without a float-to-integer conversion: Rust's `as i32`
+/// saturates and maps NaN to 0, which compiles to scalar compares and blocks vectorisation.
+/// Adding `2^23 + 127` puts `k + 127` (in `[1, 254]`) in the low mantissa bits of an exact
+/// float; shifting them left by 23 makes them the exponent field, and the rest falls off.
+#[inline(always)]
+fn power_of_two(k: f32) -> f32 {
+    f32::from_bits((k + (8_388_608.0 + 127.0)).to_bits() << 23)
 }
 
 /// tanh x.
