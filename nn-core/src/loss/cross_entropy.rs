@@ -53,23 +53,32 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
     match grad {
         Some(grad) => {
             grad.set_batch(logits.batch());
-            for ((x, g), &t) in rows_in
-                .zip(grad.as_mut_slice().chunks_exact_mut(classes))
+            let g = grad.as_mut_slice();
+            // Three passes over the whole batch rather than one per row: with few classes a
+            // row is shorter than a vector register, and the exponentials of all rows in one
+            // loop vectorise. 1: g = x - max of its row.
+            for (x, g) in rows_in.zip(g.chunks_exact_mut(classes)) {
+                let max = x.iter().copied().fold(x[0], E::max);
+                for (g, x) in g.iter_mut().zip(x) {
+                    *g = *x - max;
+                }
+            }
+            // 2: g = e^g.
+            for g in g.iter_mut() {
+                *g = g.exp();
+            }
+            // 3: the loss log Σe^(x - max) - (x_t - max), and g = softmax / counted - onehot.
+            for ((g, x), &t) in g
+                .chunks_exact_mut(classes)
+                .zip(logits.as_slice().chunks_exact(classes))
                 .zip(targets)
             {
                 if t == IGNORE {
                     g.fill(E::ZERO);
                     continue;
                 }
+                let sum: E = g.iter().copied().sum();
                 let max = x.iter().copied().fold(x[0], E::max);
-                let mut sum = E::ZERO;
-                // Exponentials first (a loop that vectorises), then their sum.
-                for (g, x) in g.iter_mut().zip(x) {
-                    *g = (*x - max).exp();
-                }
-                for g in g.iter() {
-                    sum += *g;
-                }
                 total += sum.ln() + max - x[t];
                 let inverse = scale / sum;
                 for g in g.iter_mut() {
