@@ -161,6 +161,8 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
                         let b_panel = &b_pack[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
                             let a_panel = &a_pack[ir * kc..][..kc * MR];
+                            // The tile's rows of C arrive while the kernel computes.
+                            c.prefetch(ic + ir, jc + jr, MR, NR);
                             let tile = kernel(kc, a_panel, b_panel);
                             store_tile(&tile, &mut c, ic + ir, jc + jr, add);
                         }
@@ -385,6 +387,15 @@ fn pack_a<E: Float, const MR: usize>(
     for (panel, rows) in (0..mc).step_by(MR).enumerate() {
         let dst = &mut out[panel * MR * kc..][..MR * kc];
         let valid = MR.min(mc - rows);
+        if a.row_stride == 1 && valid == MR {
+            // A is a transpose (`dYᵀ X` in a backward): the panel's rows at one depth are
+            // contiguous, so each depth step is one copy.
+            for (p, dst) in dst.chunks_exact_mut(MR).enumerate() {
+                let start = ic + rows + (pc + p) * a.col_stride;
+                dst.copy_from_slice(&a.data[start..start + MR]);
+            }
+            continue;
+        }
         for p in 0..kc {
             for i in 0..MR {
                 dst[p * MR + i] = if i < valid {

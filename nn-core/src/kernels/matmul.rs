@@ -144,6 +144,27 @@ impl<'a, E: Copy> OutputView<'a, E> {
         Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride + j), len) })
     }
 
+    /// Asks the CPU to bring the rows `i..i + rows` of columns `j..j + len` into cache (a
+    /// micro-kernel prefetches the tile of C it will update while it computes). A hint only.
+    #[inline(always)]
+    pub fn prefetch(&self, i: usize, j: usize, rows: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self.col_stride == 1 && len > 0 {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            for r in i..(i + rows).min(self.rows) {
+                let first = r * self.row_stride + j;
+                let last = first + len.min(self.cols - j) - 1;
+                for at in [first, last] {
+                    let address = self.ptr.wrapping_add(at) as *const i8;
+                    // SAFETY: SSE is part of every x86_64 CPU, and a prefetch is only a hint: it
+                    // never faults and reads nothing into the program, whatever the address.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(address) };
+                }
+            }
+        }
+        let _ = (i, j, rows, len);
+    }
+
     /// Sets element `(i, j)` to `value`, or adds `value` to it.
     #[inline(always)]
     pub fn store(&mut self, i: usize, j: usize, value: E, add: bool)
