@@ -183,17 +183,54 @@ mod avx2 {
     use crate::kernels::matmul::{MatRef, OutputView};
     use crate::kernels::vector::dot;
 
-    /// The sum of the eight lanes.
+    /// The lane sums of four vectors, as one vector of four: three horizontal adds and one
+    /// add of the halves, instead of a full reduction per vector.
     #[target_feature(enable = "avx2,fma")]
-    fn horizontal_sum(v: __m256) -> f32 {
-        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+    fn horizontal_sums4(v: [__m256; 4]) -> __m128 {
+        let s01 = _mm256_hadd_ps(v[0], v[1]);
+        let s23 = _mm256_hadd_ps(v[2], v[3]);
+        let s = _mm256_hadd_ps(s01, s23);
+        _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))
+    }
+
+    /// The dot products of `R` rows with 4 columns, all `k` long: `R x 4` accumulators over
+    /// the first `k8` (a multiple of 8), then the scalar tails.
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_tile<const R: usize>(rows: [&[f32]; R], cols: [&[f32]; 4], k8: usize) -> [[f32; 4]; R] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        for p in (0..k8).step_by(8) {
+            // SAFETY: every row and column holds k >= k8 >= p + 8 floats.
+            let (av, bv) = unsafe {
+                (
+                    rows.map(|r| _mm256_loadu_ps(r.as_ptr().add(p))),
+                    cols.map(|c| _mm256_loadu_ps(c.as_ptr().add(p))),
+                )
+            };
+            for r in 0..R {
+                for s in 0..4 {
+                    acc[r][s] = _mm256_fmadd_ps(av[r], bv[s], acc[r][s]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; R];
+        for r in 0..R {
+            // SAFETY: `out[r]` holds exactly four floats.
+            unsafe { _mm_storeu_ps(out[r].as_mut_ptr(), horizontal_sums4(acc[r])) };
+            for (s, col) in cols.iter().enumerate() {
+                let tail: f32 = rows[r][k8..]
+                    .iter()
+                    .zip(&col[k8..])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                out[r][s] += tail;
+            }
+        }
+        out
     }
 
     /// `C (+)= A · B` when rows of A and columns of B are both contiguous along the depth
-    /// (a linear layer's `X · Wᵀ`): 3 x 4 tiles of dot products, 12 ymm accumulators, no
-    /// packing at all; each operand row is read straight from memory.
+    /// (a linear layer's `X · Wᵀ`): 3 x 4 tiles of dot products (1 x 4 for the last rows),
+    /// 12 ymm accumulators, no packing at all; each operand row is read straight from memory.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_tiles(
         a: MatRef<'_, f32>,
@@ -207,45 +244,34 @@ mod avx2 {
         let k8 = k / 8 * 8;
         let a_row = |i: usize| &a.data[i * a.row_stride..][..k];
         let b_col = |j: usize| &b.data[j * b.col_stride..][..k];
+        let store = |c: &mut OutputView<'_, f32>, i: usize, j: usize, values: &[f32]| {
+            for (s, value) in values.iter().enumerate() {
+                c.store(i, j + s, *value, accumulate);
+            }
+        };
         // Columns outer: four columns of B (a few KB) stay in L1 while all rows of A stream
         // past from L2, so B is read from memory once.
         for j in (0..n).step_by(NR) {
-            for i in (0..m).step_by(MR) {
-                if i + MR > m || j + NR > n {
-                    for r in i..m.min(i + MR) {
-                        for s in j..n.min(j + NR) {
-                            c.store(r, s, dot(a_row(r), b_col(s)), accumulate);
-                        }
-                    }
-                    continue;
-                }
-                let rows = [a_row(i), a_row(i + 1), a_row(i + 2)];
-                let cols = [b_col(j), b_col(j + 1), b_col(j + 2), b_col(j + 3)];
-                let mut acc = [[_mm256_setzero_ps(); NR]; MR];
-                for p in (0..k8).step_by(8) {
-                    // SAFETY: every row and column holds k >= k8 >= p + 8 floats.
-                    let (av, bv) = unsafe {
-                        (
-                            rows.map(|r| _mm256_loadu_ps(r.as_ptr().add(p))),
-                            cols.map(|c| _mm256_loadu_ps(c.as_ptr().add(p))),
-                        )
-                    };
-                    for r in 0..MR {
-                        for s in 0..NR {
-                            acc[r][s] = _mm256_fmadd_ps(av[r], bv[s], acc[r][s]);
-                        }
+            if j + NR > n {
+                for r in 0..m {
+                    for s in j..n {
+                        c.store(r, s, dot(a_row(r), b_col(s)), accumulate);
                     }
                 }
-                for r in 0..MR {
-                    for s in 0..NR {
-                        let tail: f32 = rows[r][k8..]
-                            .iter()
-                            .zip(&cols[s][k8..])
-                            .map(|(x, y)| x * y)
-                            .sum();
-                        c.store(i + r, j + s, horizontal_sum(acc[r][s]) + tail, accumulate);
-                    }
+                continue;
+            }
+            let cols = [b_col(j), b_col(j + 1), b_col(j + 2), b_col(j + 3)];
+            let mut i = 0;
+            while i + MR <= m {
+                let tile = dot_tile([a_row(i), a_row(i + 1), a_row(i + 2)], cols, k8);
+                for (r, values) in tile.iter().enumerate() {
+                    store(&mut c, i + r, j, values);
                 }
+                i += MR;
+            }
+            for r in i..m {
+                let [values] = dot_tile([a_row(r)], cols, k8);
+                store(&mut c, r, j, &values);
             }
         }
     }
