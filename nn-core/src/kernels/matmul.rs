@@ -18,7 +18,7 @@ const SMALL_PRODUCT: usize = 48 * 1024;
 /// operands in place (see `gemm.rs`); above it they are packed like the others.
 const DOT_TILES_MAX: usize = 1 << 18;
 /// Above this many multiply-adds splitting one product over the threads pays.
-const PARALLEL_PRODUCT: usize = 512 * 1024;
+const PARALLEL_PRODUCT: usize = 1 << 20;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Copy, Clone, Debug)]
