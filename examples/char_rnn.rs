@@ -33,7 +33,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::data::text::{self, Vocabulary};
 use nn::init::Rng;
 use nn::loss::IGNORE;
 use nn::optim::clip_grad_norm;
@@ -56,8 +55,6 @@ const STEPS: usize = CharModel::<f32>::INPUT[0];
 const VOCABULARY: usize = CharModel::<f32>::OUTPUT[1];
 /// The global gradient norm an update may not exceed.
 const MAX_GRAD_NORM: f32 = 1.0;
-/// The fraction of the text that trains; the rest validates.
-const TRAIN_FRACTION: f64 = 0.9;
 
 /// Train a character-level GRU on tiny Shakespeare.
 #[derive(Parser)]
@@ -115,29 +112,13 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let tbptt = Tbptt::new(args.k1, STEPS, STEPS)?;
     println!("{}", CharModel::<f32>::summary());
 
-    let start = Instant::now();
-    let text = text::load(&args.data)?;
-    let vocabulary = Vocabulary::from_text(&text);
-    vocabulary.expect_len(VOCABULARY).map_err(|e| {
-        format!(
-            "{}: {e} (CharModel in examples/char_rnn.rs is declared with \
-             embedding({VOCABULARY}, ..) and linear({VOCABULARY}))",
-            args.data.display()
-        )
-    })?;
-    let ids = vocabulary.encode(&text)?;
-    let split = (ids.len() as f64 * TRAIN_FRACTION) as usize;
-    let (train, validation) = ids.split_at(split);
-    let unigram = text::unigram_entropy(train, VOCABULARY);
-    println!(
-        "{} characters ({} distinct): {} train, {} validate; loaded in {:.2} s",
-        ids.len(),
-        vocabulary.len(),
-        train.len(),
-        validation.len(),
-        start.elapsed().as_secs_f32()
-    );
-    println!("unigram entropy of the training part: {unigram:.3} nats/char");
+    let lm::Corpus {
+        vocabulary,
+        train,
+        validation,
+        unigram,
+    } = lm::load_corpus(&args.data, VOCABULARY, "CharModel", "examples/char_rnn.rs")?;
+    let (train, validation) = (&train[..], &validation[..]);
     println!(
         "loss curves: {} (rewritten after every epoch)\n",
         args.out.display()

@@ -47,7 +47,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::data::text::{self, Vocabulary};
 use nn::init::Rng;
 use nn::loss::IGNORE;
 use nn::optim::clip_grad_norm;
@@ -75,8 +74,6 @@ const STEPS: usize = TinyGpt::<f32>::INPUT[0];
 const VOCABULARY: usize = TinyGpt::<f32>::OUTPUT[1];
 /// The global gradient norm an update may not exceed.
 const MAX_GRAD_NORM: f32 = 1.0;
-/// The fraction of the text that trains; the rest validates (as in `char_rnn`).
-const TRAIN_FRACTION: f64 = 0.9;
 /// The standard deviation of the initial token and position embeddings.
 const EMBEDDING_STD: f32 = 0.02;
 /// The fraction of the peak learning rate the cosine decay ends at.
@@ -143,28 +140,13 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     println!("{}", TinyGpt::<f32>::summary());
 
     let start = Instant::now();
-    let text = text::load(&args.data)?;
-    let vocabulary = Vocabulary::from_text(&text);
-    vocabulary.expect_len(VOCABULARY).map_err(|e| {
-        format!(
-            "{}: {e} (TinyGpt in examples/tiny_gpt.rs is declared with \
-             embedding({VOCABULARY}, ..) and linear({VOCABULARY}))",
-            args.data.display()
-        )
-    })?;
-    let ids = vocabulary.encode(&text)?;
-    let split = (ids.len() as f64 * TRAIN_FRACTION) as usize;
-    let (train, validation) = ids.split_at(split);
-    let unigram = text::unigram_entropy(train, VOCABULARY);
-    println!(
-        "{} characters ({} distinct): {} train, {} validate; loaded in {:.2} s",
-        ids.len(),
-        vocabulary.len(),
-        train.len(),
-        validation.len(),
-        start.elapsed().as_secs_f32()
-    );
-    println!("unigram entropy of the training part: {unigram:.3} nats/char");
+    let lm::Corpus {
+        vocabulary,
+        train,
+        validation,
+        unigram,
+    } = lm::load_corpus(&args.data, VOCABULARY, "TinyGpt", "examples/tiny_gpt.rs")?;
+    let (train, validation) = (&train[..], &validation[..]);
     println!(
         "loss curves: {} (rewritten after every epoch)\n",
         args.out.display()

@@ -9,6 +9,7 @@
 use std::error::Error;
 use std::path::Path;
 
+use nn::data::text::{self, Vocabulary};
 use nn::init::Rng;
 use nn::train::TrainError;
 
@@ -93,4 +94,56 @@ pub fn plot_losses(
             },
         ],
     )
+}
+
+/// The fraction of the text that trains; the rest validates (the customary 90/10 split, the
+/// same for every language-model example so that their losses compare).
+pub const TRAIN_FRACTION: f64 = 0.9;
+
+/// A character text as ids, split into its training and validation parts.
+pub struct Corpus {
+    pub vocabulary: Vocabulary,
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    /// The unigram entropy of the training part, in nats per character.
+    pub unigram: f64,
+}
+
+/// Loads the text at `path`, checks that it has the `vocabulary` characters the network
+/// `model` (declared in `example`) was written for, splits it and prints what it found.
+pub fn load_corpus(
+    path: &Path,
+    vocabulary: usize,
+    model: &str,
+    example: &str,
+) -> Result<Corpus, Box<dyn Error>> {
+    let start = std::time::Instant::now();
+    let text = text::load(path)?;
+    let characters = Vocabulary::from_text(&text);
+    characters.expect_len(vocabulary).map_err(|e| {
+        format!(
+            "{}: {e} ({model} in {example} is declared with embedding({vocabulary}, ..) and \
+             linear({vocabulary}))",
+            path.display()
+        )
+    })?;
+    let ids = characters.encode(&text)?;
+    let split = (ids.len() as f64 * TRAIN_FRACTION) as usize;
+    let (train, validation) = ids.split_at(split);
+    let unigram = text::unigram_entropy(train, vocabulary);
+    println!(
+        "{} characters ({} distinct): {} train, {} validate; loaded in {:.2} s",
+        ids.len(),
+        characters.len(),
+        train.len(),
+        validation.len(),
+        start.elapsed().as_secs_f32()
+    );
+    println!("unigram entropy of the training part: {unigram:.3} nats/char");
+    Ok(Corpus {
+        vocabulary: characters,
+        train: train.to_vec(),
+        validation: validation.to_vec(),
+        unigram,
+    })
 }
