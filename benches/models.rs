@@ -57,13 +57,12 @@ fn labels(count: usize, classes: usize) -> Vec<usize> {
 fn train_step<M: Module<f32>>(
     c: &mut Criterion,
     id: &str,
-    batch: usize,
+    x: Tensor<M::Input, f32>,
     targets: Vec<usize>,
     seconds: u64,
 ) {
     let mut net = M::init(&mut rng(0));
-    let x = inputs::<M::Input>(batch);
-    let mut ws = Workspace::<M>::new(&net, batch);
+    let mut ws = Workspace::<M>::new(&net, x.batch());
     let mut sgd = Sgd::new(0.001f32);
     let mut group = c.benchmark_group(id);
     group
@@ -89,45 +88,21 @@ fn train_step<M: Module<f32>>(
 }
 
 fn w3(c: &mut Criterion) {
-    train_step::<LeNet5>(c, "W3", 64, labels(64, 10), 4);
+    train_step::<LeNet5>(c, "W3", inputs(64), labels(64, 10), 4);
 }
 
 fn w4(c: &mut Criterion) {
-    train_step::<VggSmall>(c, "W4", 32, labels(32, 10), 8);
+    train_step::<VggSmall>(c, "W4", inputs(32), labels(32, 10), 8);
 }
 
 fn w6(c: &mut Criterion) {
-    train_step::<RnnLm>(c, "W6", 32, labels(32 * 64, 64), 4);
+    train_step::<RnnLm>(c, "W6", inputs(32), labels(32 * 64, 64), 4);
 }
 
 fn w7(c: &mut Criterion) {
-    let mut net = Gpt::<f32>::new(0);
     let ids: Vec<f32> = (0..16 * 64).map(|i| ((i * 37 + 11) % 256) as f32).collect();
     let x = Tensor::<Rank1<64>>::from_vec(ids).expect("a whole batch");
-    let targets = labels(16 * 64, 256);
-    let mut ws = net.workspace(16);
-    let mut sgd = Sgd::new(0.001f32);
-    let mut group = c.benchmark_group("W7");
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
-        .sample_size(20);
-    group.bench_function("train_step", |b| {
-        b.iter(|| {
-            ws.forward(&mut net, &x);
-            let loss = ws
-                .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
-                .expect("finite loss");
-            ws.backward(&net);
-            sgd.step(&mut net, ws.grads());
-            ws.zero_grads();
-            black_box(loss)
-        })
-    });
-    group.bench_function("forward", |b| {
-        b.iter(|| black_box(ws.infer(&net, &x).as_slice()[0]))
-    });
-    group.finish();
+    train_step::<Gpt>(c, "W7", x, labels(16 * 64, 256), 5);
 }
 
 fn w5(c: &mut Criterion) {

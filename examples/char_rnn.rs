@@ -80,16 +80,8 @@ struct Args {
     /// Adam's initial learning rate (decayed along a cosine to a tenth of it over the run).
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
-    /// Characters to generate at the end.
-    #[arg(long, default_value_t = 300)]
-    sample: usize,
-    /// The sampling temperature: below 1 more conservative, above 1 more random.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// The text the sample continues [default: the validation text up to its last blank
-    /// line, at most 1024 characters of it].
-    #[arg(long)]
-    prime: Option<String>,
+    #[command(flatten)]
+    sampling: lm::SampleArgs,
 }
 
 fn main() -> ExitCode {
@@ -106,9 +98,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
-        return Err("--temperature must be positive".into());
-    }
+    args.sampling.check()?;
     let tbptt = Tbptt::new(args.k1, STEPS, STEPS)?;
     println!("{}", CharModel::<f32>::summary());
 
@@ -255,31 +245,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     println!("validation loss: {final_loss:.3} nats/char");
     // The sample starts from a state that has read some text: from the zero state, which
     // training only sees at the start of each stream, the first characters come out garbled.
-    let prime = match &args.prime {
-        Some(prime) => vocabulary
-            .encode(prime)
-            .map_err(|e| format!("--prime: {e}"))?,
-        None => lm::prime_before_blank_line(validation, vocabulary.id('\n').unwrap_or(0)),
-    };
+    let prime = args.sampling.prime_ids(&vocabulary, validation)?;
     let sample = generate(
         &net,
         &mut ws,
         &prime,
-        args.sample,
-        args.temperature,
+        args.sampling.sample,
+        args.sampling.temperature,
         &mut rng,
     );
     let sample = vocabulary.decode(&sample)?;
-    let after = match args.prime {
-        Some(_) => "--prime".to_string(),
-        None => format!(
-            "the last {} characters before a blank line of the validation text",
-            prime.len()
-        ),
-    };
+    let after = args.sampling.continuing(prime.len());
     println!(
         "\nsample ({} characters at temperature {}, continuing {after}):\n{sample}",
-        args.sample, args.temperature
+        args.sampling.sample, args.sampling.temperature
     );
     Ok(())
 }

@@ -105,16 +105,8 @@ struct Args {
     /// Updates of the linear warmup of the learning rate.
     #[arg(long, default_value_t = 100)]
     warmup: usize,
-    /// Characters to generate at the end.
-    #[arg(long, default_value_t = 300)]
-    sample: usize,
-    /// The sampling temperature: below 1 more conservative, above 1 more random.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// The text the sample continues (its last 64 characters are the first context)
-    /// [default: the validation text up to its last blank line].
-    #[arg(long)]
-    prime: Option<String>,
+    #[command(flatten)]
+    sampling: lm::SampleArgs,
 }
 
 fn main() -> ExitCode {
@@ -131,9 +123,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
-        return Err("--temperature must be positive".into());
-    }
+    args.sampling.check()?;
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         return Err("--lr must be positive".into());
     }
@@ -258,31 +248,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         Some(&loss) => loss,
         None => validate(&net, &mut ws, validation, args.batch)?,
     };
-    let prime = match &args.prime {
-        Some(prime) => vocabulary
-            .encode(prime)
-            .map_err(|e| format!("--prime: {e}"))?,
-        None => lm::prime_before_blank_line(validation, vocabulary.id('\n').unwrap_or(0)),
-    };
+    let prime = args.sampling.prime_ids(&vocabulary, validation)?;
     let sample = generate(
         &net,
         &mut ws,
         &prime,
-        args.sample,
-        args.temperature,
+        args.sampling.sample,
+        args.sampling.temperature,
         &mut rng,
     );
     let sample = vocabulary.decode(&sample)?;
-    let after = match args.prime {
-        Some(_) => "--prime".to_string(),
-        None => format!(
-            "the last {} characters before a blank line of the validation text",
-            prime.len().min(STEPS)
-        ),
-    };
+    let after = args.sampling.continuing(prime.len().min(STEPS));
     println!(
         "\nsample ({} characters at temperature {}, continuing {after}):\n{sample}\n",
-        args.sample, args.temperature
+        args.sampling.sample, args.sampling.temperature
     );
     println!("total time: {:.1} s", start.elapsed().as_secs_f32());
     println!("validation loss: {final_loss:.3} nats/char (unigram entropy {unigram:.3})");

@@ -147,3 +147,53 @@ pub fn load_corpus(
         unigram,
     })
 }
+
+/// The command-line options of the sample a language-model example ends with.
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// Characters to generate at the end.
+    #[arg(long, default_value_t = 300)]
+    pub sample: usize,
+    /// The sampling temperature: below 1 more conservative, above 1 more random.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// The text the sample continues [default: the validation text up to its last blank
+    /// line].
+    #[arg(long)]
+    pub prime: Option<String>,
+}
+
+impl SampleArgs {
+    /// Rejects a temperature that is not a positive number.
+    pub fn check(&self) -> Result<(), Box<dyn Error>> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err("--temperature must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The ids the sample continues: `--prime`, or the validation text up to its last blank
+    /// line (a network that has read some text starts better than the zero state).
+    pub fn prime_ids(
+        &self,
+        vocabulary: &Vocabulary,
+        validation: &[usize],
+    ) -> Result<Vec<usize>, Box<dyn Error>> {
+        Ok(match &self.prime {
+            Some(prime) => vocabulary
+                .encode(prime)
+                .map_err(|e| format!("--prime: {e}"))?,
+            None => prime_before_blank_line(validation, vocabulary.id('\n').unwrap_or(0)),
+        })
+    }
+
+    /// What the sample continued, for its heading: `used` characters of the prime.
+    pub fn continuing(&self, used: usize) -> String {
+        match self.prime {
+            Some(_) => "--prime".to_string(),
+            None => {
+                format!("the last {used} characters before a blank line of the validation text")
+            }
+        }
+    }
+}
