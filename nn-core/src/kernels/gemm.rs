@@ -23,6 +23,18 @@ const DEEP_PANEL_COLUMNS: usize = 784;
 const MC: usize = 96;
 /// Largest product (multiply-adds) that dot-product tiles take instead of packing.
 const DOT_TILES_MAX: usize = 1 << 18;
+/// Products with at most this many rows (one tile of dot products, so B is read exactly once)
+/// take dot-product tiles at any size: a batch-1 linear layer is a matrix-vector product,
+/// bound by reading the weight, and packing the weight would read and write it once more.
+const DOT_TILE_ROWS: usize = 3;
+
+/// Whether `A · B` runs as tiles of dot products over the operands in place (see `dot_tiles`):
+/// rows of A and columns of B both contiguous, and either a small product or few rows.
+pub(crate) fn reads_in_place<E>(a: &MatRef<'_, E>, b: &MatRef<'_, E>) -> bool {
+    a.col_stride == 1
+        && b.row_stride == 1
+        && (a.rows * b.cols * a.cols <= DOT_TILES_MAX || a.rows <= DOT_TILE_ROWS)
+}
 
 /// Columns of B packed at once.
 const NC: usize = 512;
@@ -72,9 +84,7 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
     {
         // Reading the operands in place beats packing them for small products; for large ones
         // the packed kernel wins (measured: benches/README.md).
-        let dot_form =
-            a.col_stride == 1 && b.row_stride == 1 && a.rows * b.cols * a.cols <= DOT_TILES_MAX;
-        if dot_form
+        if reads_in_place(&a, &b)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
@@ -140,27 +150,31 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
     } else {
         KC_SHALLOW
     };
-    let a_len = MC.div_ceil(MR) * MR * depth;
+    // All rows of A are packed once per depth block and reused by every block of columns:
+    // a convolution's weight (A) meets a very wide B, and repacking it per block of B cost
+    // more than the packing of B itself.
+    let a_len = m.div_ceil(MR) * MR * depth;
     let b_len = NC.min(n.div_ceil(NR) * NR) * depth;
     E::with_scratch(a_len + b_len, |scratch| {
         let (a_pack, b_pack) = scratch.split_at_mut(a_len);
-        let mut jc = 0;
-        while jc < n {
-            let nc = NC.min(n - jc);
-            let mut pc = 0;
-            while pc < k {
-                let kc = depth.min(k - pc);
-                // The first depth block overwrites C unless the caller accumulates.
-                let add = accumulate || pc > 0;
+        let mut pc = 0;
+        while pc < k {
+            let kc = depth.min(k - pc);
+            // The first depth block overwrites C unless the caller accumulates.
+            let add = accumulate || pc > 0;
+            pack_a::<E, MR>(&a, 0, m, pc, kc, a_pack);
+            let mut jc = 0;
+            while jc < n {
+                let nc = NC.min(n - jc);
                 pack_b::<E, NR>(&b, pc, kc, jc, nc, b_pack);
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
-                    pack_a::<E, MR>(&a, ic, mc, pc, kc, a_pack);
+                    let a_block = &a_pack[ic * kc..];
                     for jr in (0..nc).step_by(NR) {
                         let b_panel = &b_pack[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
-                            let a_panel = &a_pack[ir * kc..][..kc * MR];
+                            let a_panel = &a_block[ir * kc..][..kc * MR];
                             // The tile's rows of C arrive while the kernel computes.
                             c.prefetch(ic + ir, jc + jr, MR, NR);
                             let tile = kernel(kc, a_panel, b_panel);
@@ -169,9 +183,9 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
                     }
                     ic += mc;
                 }
-                pc += kc;
+                jc += nc;
             }
-            jc += nc;
+            pc += kc;
         }
     });
 }
@@ -238,7 +252,7 @@ mod avx2 {
         mut c: OutputView<'_, f32>,
         accumulate: bool,
     ) {
-        const MR: usize = 3;
+        const MR: usize = super::DOT_TILE_ROWS;
         const NR: usize = 4;
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let k8 = k / 8 * 8;
@@ -422,6 +436,22 @@ fn pack_a<E: Float, const MR: usize>(
             }
             continue;
         }
+        if a.col_stride == 1 {
+            // A is row-major (a weight): read each row front to back and interleave.
+            for i in 0..MR {
+                if i < valid {
+                    let row = &a.data[(ic + rows + i) * a.row_stride + pc..][..kc];
+                    for (p, value) in row.iter().enumerate() {
+                        dst[p * MR + i] = *value;
+                    }
+                } else {
+                    for p in 0..kc {
+                        dst[p * MR + i] = E::ZERO;
+                    }
+                }
+            }
+            continue;
+        }
         for p in 0..kc {
             for i in 0..MR {
                 dst[p * MR + i] = if i < valid {
@@ -445,7 +475,19 @@ fn pack_b<E: Float, const NR: usize>(
     nc: usize,
     out: &mut [E],
 ) {
-    for (panel, cols) in (0..nc).step_by(NR).enumerate() {
+    let full_panels = if b.col_stride == 1 { nc / NR } else { 0 };
+    if full_panels > 0 {
+        // B is row-major: read each row once, front to back, and deal it out to the panels.
+        // (Reading panel by panel instead jumps a whole row ahead per depth step, which on wide
+        // convolution products cost more than the micro-kernel itself.)
+        for p in 0..kc {
+            let row = &b.data[(pc + p) * b.row_stride + jc..][..full_panels * NR];
+            for (panel, src) in row.chunks_exact(NR).enumerate() {
+                out[panel * NR * kc + p * NR..][..NR].copy_from_slice(src);
+            }
+        }
+    }
+    for (panel, cols) in (0..nc).step_by(NR).enumerate().skip(full_panels) {
         let dst = &mut out[panel * NR * kc..][..NR * kc];
         let valid = NR.min(nc - cols);
         if b.row_stride == 1 && b.col_stride != 1 {

@@ -8,15 +8,13 @@
 
 use std::marker::PhantomData;
 
+use crate::kernels::gemm::reads_in_place;
 use crate::kernels::parallel::join;
 use crate::kernels::vector::{axpy, dot};
 use crate::Float;
 
 /// Below this many multiply-adds the simple loops beat packing.
 const SMALL_PRODUCT: usize = 48 * 1024;
-/// Up to this many multiply-adds, products in dot-product form (`X · Wᵀ`) read their
-/// operands in place (see `gemm.rs`); above it they are packed like the others.
-const DOT_TILES_MAX: usize = 1 << 18;
 /// Above this many multiply-adds splitting one product over the threads pays.
 const PARALLEL_PRODUCT: usize = 1 << 20;
 
@@ -271,15 +269,16 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         return;
     }
     let work = m * n * k;
-    let dot_form = a.col_stride == 1 && b.row_stride == 1 && work <= DOT_TILES_MAX;
-    if work <= SMALL_PRODUCT && !(dot_form && E::DOT_TILES) {
+    // Products in dot-product form (`X · Wᵀ`) that `gemm.rs` reads in place, without packing.
+    let in_place = E::DOT_TILES && reads_in_place(&a, &b);
+    if work <= SMALL_PRODUCT && !in_place {
         small_matmul(a, b, c, accumulate);
     } else {
         let out = OutputView::new(c);
-        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 && !(dot_form && E::DOT_TILES) {
-            // Wide: split the columns of B and C, so each core packs only its half of B.
-            // (Dot-product tiles pack nothing: they split by rows, where each core reads all of
-            // B but writes whole rows of C.)
+        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 && !(in_place && m >= 16) {
+            // Wide: split the columns of B and C, so each core packs (or reads) only its half
+            // of B. (Dot-product tiles with many rows split by rows instead, where each core
+            // reads all of B but writes whole rows of C.)
             let half = (n / 2).next_multiple_of(16).min(n);
             let (left, right) = out.split_columns(half);
             let b_left = MatRef { cols: half, ..b };
