@@ -27,13 +27,18 @@ const DOT_TILES_MAX: usize = 1 << 18;
 /// take dot-product tiles at any size: a batch-1 linear layer is a matrix-vector product,
 /// bound by reading the weight, and packing the weight would read and write it once more.
 const DOT_TILE_ROWS: usize = 3;
+/// Likewise for products with few columns (a classifier head `X · Wᵀ`), where packing would
+/// pad every depth step of B to a whole 16-column panel and the packing of A is all the work.
+const DOT_TILE_COLUMNS: usize = 12;
 
 /// Whether `A · B` runs as tiles of dot products over the operands in place (see `dot_tiles`):
 /// rows of A and columns of B both contiguous, and either a small product or few rows.
 pub(crate) fn reads_in_place<E>(a: &MatRef<'_, E>, b: &MatRef<'_, E>) -> bool {
     a.col_stride == 1
         && b.row_stride == 1
-        && (a.rows * b.cols * a.cols <= DOT_TILES_MAX || a.rows <= DOT_TILE_ROWS)
+        && (a.rows * b.cols * a.cols <= DOT_TILES_MAX
+            || a.rows <= DOT_TILE_ROWS
+            || b.cols <= DOT_TILE_COLUMNS)
 }
 
 /// Columns of B packed at once.
@@ -64,7 +69,14 @@ pub fn gemm_generic<E: Float>(
             return;
         }
     }
-    blocked::<E, 4, 8>(a, b, c, accumulate, micro_kernel::<E, 4, 8, false>)
+    blocked::<E, 4, 8>(
+        a,
+        b,
+        c,
+        accumulate,
+        micro_kernel::<E, 4, 8, false>,
+        pack_b::<E, 8>,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -75,7 +87,14 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
-    blocked::<E, MR, NR>(a, b, c, accumulate, micro_kernel::<E, MR, NR, true>)
+    blocked::<E, MR, NR>(
+        a,
+        b,
+        c,
+        accumulate,
+        micro_kernel::<E, MR, NR, true>,
+        pack_b::<E, NR>,
+    )
 }
 
 /// `C = A · B` (or `C += A · B`) in f32: an AVX-512 micro-kernel where the CPU has one.
@@ -115,10 +134,16 @@ unsafe fn f32_avx2(
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    blocked::<f32, 6, 16>(a, b, c, accumulate, |kc, a, b| {
-        // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
-        unsafe { avx2::kernel_6x16(kc, a, b) }
-    })
+    blocked::<f32, 6, 16>(
+        a,
+        b,
+        c,
+        accumulate,
+        // SAFETY (both closures): they only run inside `f32_avx2`, whose caller checked AVX2
+        // and FMA.
+        |kc, a, b| unsafe { avx2::kernel_6x16(kc, a, b) },
+        |b, pc, kc, jc, nc, out| unsafe { avx2::pack_b_16(b, pc, kc, jc, nc, out) },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -129,10 +154,15 @@ unsafe fn f32_avx512(
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    blocked::<f32, 8, 32>(a, b, c, accumulate, |kc, a, b| {
+    blocked::<f32, 8, 32>(
+        a,
+        b,
+        c,
+        accumulate,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
-        unsafe { avx512::kernel_8x32(kc, a, b) }
-    })
+        |kc, a, b| unsafe { avx512::kernel_8x32(kc, a, b) },
+        pack_b::<f32, 32>,
+    )
 }
 
 /// The blocked product, for `MR x NR` register tiles computed by `kernel`.
@@ -143,6 +173,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
     mut c: OutputView<'_, E>,
     accumulate: bool,
     kernel: impl Fn(usize, &[E], &[E]) -> [[E; NR]; MR],
+    pack_b: impl Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let depth = if n <= DEEP_PANEL_COLUMNS {
@@ -166,7 +197,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
             let mut jc = 0;
             while jc < n {
                 let nc = NC.min(n - jc);
-                pack_b::<E, NR>(&b, pc, kc, jc, nc, b_pack);
+                pack_b(&b, pc, kc, jc, nc, b_pack);
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
@@ -288,6 +319,81 @@ mod avx2 {
                 store(&mut c, r, j, &values);
             }
         }
+    }
+
+    /// `pack_b` for 16-column panels, with whole panels of a column-contiguous B (a weight
+    /// read as `Wᵀ`) transposed 8 x 8 in registers instead of scattered one value at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pack_b_16(
+        b: &MatRef<'_, f32>,
+        pc: usize,
+        kc: usize,
+        jc: usize,
+        nc: usize,
+        out: &mut [f32],
+    ) {
+        if b.row_stride != 1 || b.col_stride == 1 {
+            return super::pack_b::<f32, 16>(b, pc, kc, jc, nc, out);
+        }
+        const NR: usize = 16;
+        let panels = nc / NR;
+        let k8 = kc / 8 * 8;
+        for panel in 0..panels {
+            let dst = &mut out[panel * NR * kc..][..NR * kc];
+            let column = |j: usize| &b.data[(jc + panel * NR + j) * b.col_stride + pc..][..kc];
+            for half in 0..2 {
+                let cols: [&[f32]; 8] = std::array::from_fn(|j| column(half * 8 + j));
+                for p in (0..k8).step_by(8) {
+                    // SAFETY: every column holds kc >= p + 8 floats.
+                    let rows = cols.map(|c| unsafe { _mm256_loadu_ps(c.as_ptr().add(p)) });
+                    for (q, v) in transpose8(rows).into_iter().enumerate() {
+                        let at = (p + q) * NR + half * 8;
+                        // SAFETY: `at + 8 <= (p + 8) * NR <= kc * NR`, the panel's length.
+                        unsafe { _mm256_storeu_ps(dst[at..at + 8].as_mut_ptr(), v) };
+                    }
+                }
+                for p in k8..kc {
+                    for (j, c) in cols.iter().enumerate() {
+                        dst[p * NR + half * 8 + j] = c[p];
+                    }
+                }
+            }
+        }
+        if panels * NR < nc {
+            let done = panels * NR;
+            super::pack_b::<f32, 16>(b, pc, kc, jc + done, nc - done, &mut out[done * kc..]);
+        }
+    }
+
+    /// The transpose of an 8 x 8 block: `out[q][j] = rows[j][q]`.
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
     }
 
     /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`: 12 ymm accumulators, two
@@ -436,18 +542,13 @@ fn pack_a<E: Float, const MR: usize>(
             }
             continue;
         }
-        if a.col_stride == 1 {
-            // A is row-major (a weight): read each row front to back and interleave.
-            for i in 0..MR {
-                if i < valid {
-                    let row = &a.data[(ic + rows + i) * a.row_stride + pc..][..kc];
-                    for (p, value) in row.iter().enumerate() {
-                        dst[p * MR + i] = *value;
-                    }
-                } else {
-                    for p in 0..kc {
-                        dst[p * MR + i] = E::ZERO;
-                    }
+        if a.col_stride == 1 && valid == MR {
+            // A is row-major (a weight): the panel's rows are read side by side, front to back.
+            let rows: [&[E]; MR] =
+                std::array::from_fn(|i| &a.data[(ic + rows + i) * a.row_stride + pc..][..kc]);
+            for (p, dst) in dst.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in dst.iter_mut().zip(&rows) {
+                    *d = row[p];
                 }
             }
             continue;

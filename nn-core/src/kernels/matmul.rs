@@ -387,6 +387,10 @@ mod tests {
             (2, 16, 9),
             (64, 784, 512),
             (70, 64, 513),
+            // Packed, with a depth that is not a multiple of 8 and a partial last panel.
+            (40, 301, 100),
+            // Few rows: dot products at any size.
+            (2, 700, 300),
         ] {
             let a64 = values(m * k, 3.0);
             let b64 = values(k * n, 4.0);
