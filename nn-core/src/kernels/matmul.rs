@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 
 use crate::kernels::gemm::reads_in_place;
 use crate::kernels::parallel::join;
-use crate::kernels::vector::{axpy, dot};
+use crate::kernels::vector::dot;
 use crate::Float;
 
 /// Below this many multiply-adds the simple loops beat packing.
@@ -311,8 +311,42 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
     }
 }
 
+/// `C[:, j..j + W] (+)= A · B[:, j..j + W]` for a row-major B and C, row by row of C: the `W`
+/// accumulators stay in registers for the whole depth instead of C being loaded and stored
+/// once per depth step.
+#[inline(always)]
+fn axpy_block<E: Float, const W: usize>(
+    a: &MatRef<'_, E>,
+    b: &MatRef<'_, E>,
+    c: &mut MatMut<'_, E>,
+    j: usize,
+    accumulate: bool,
+) {
+    for i in 0..a.rows {
+        let mut acc = [E::ZERO; W];
+        for p in 0..a.cols {
+            let factor = a.at(i, p);
+            let b_row: &[E; W] = b.data[p * b.row_stride + j..][..W]
+                .try_into()
+                .expect("W columns");
+            for (acc, b) in acc.iter_mut().zip(b_row) {
+                *acc = factor.mul_add(*b, *acc);
+            }
+        }
+        let c_row = &mut c.data[i * c.row_stride + j..][..W];
+        for (c, acc) in c_row.iter_mut().zip(acc) {
+            *c = if accumulate { *c + acc } else { acc };
+        }
+    }
+}
+
 /// Loops for small products, picking the form whose inner loop is contiguous.
-fn small_matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+fn small_matmul<E: Float>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    mut c: MatMut<'_, E>,
+    accumulate: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if a.col_stride == 1 && b.row_stride == 1 {
         // Rows of A against columns of B, both contiguous: one dot product per output.
@@ -326,15 +360,20 @@ fn small_matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, 
             }
         }
     } else if b.col_stride == 1 && c.col_stride == 1 {
-        // Rows of B and C contiguous: C[i, :] += A[i, p] · B[p, :].
-        for i in 0..m {
-            let c_row = &mut c.data[i * c.row_stride..][..n];
-            if !accumulate {
-                c_row.fill(E::ZERO);
-            }
-            for p in 0..k {
-                axpy(a.at(i, p), &b.data[p * b.row_stride..][..n], c_row);
-            }
+        // Rows of B and C contiguous: C[i, :] += A[i, p] · B[p, :], 32 (then 8, then 1)
+        // columns of C at a time held in registers over the whole depth.
+        let mut j = 0;
+        while j + 32 <= n {
+            axpy_block::<E, 32>(&a, &b, &mut c, j, accumulate);
+            j += 32;
+        }
+        while j + 8 <= n {
+            axpy_block::<E, 8>(&a, &b, &mut c, j, accumulate);
+            j += 8;
+        }
+        while j < n {
+            axpy_block::<E, 1>(&a, &b, &mut c, j, accumulate);
+            j += 1;
         }
     } else {
         for i in 0..m {
@@ -421,6 +460,8 @@ mod tests {
     fn every_transpose_form_matches_the_naive_product_small_and_large() {
         for &(m, k, n) in &[
             (3, 5, 4),
+            // 32-, 8- and 1-column blocks of the small row-major form.
+            (4, 9, 45),
             (1, 64, 32),
             (32, 64, 32),
             (64, 300, 70),
