@@ -22,7 +22,7 @@ const DEEP_PANEL_COLUMNS: usize = 784;
 /// Rows of A packed at once (a multiple of every MR): `MC x kc` of A stays in L2.
 const MC: usize = 96;
 /// Largest product (multiply-adds) that dot-product tiles take instead of packing.
-const DOT_TILES_MAX: usize = 1 << 18;
+const DOT_TILES_MAX: usize = 1 << 15;
 /// Products with at most this many rows (one tile of dot products, so B is read exactly once)
 /// take dot-product tiles at any size: a batch-1 linear layer is a matrix-vector product,
 /// bound by reading the weight, and packing the weight would read and write it once more.
