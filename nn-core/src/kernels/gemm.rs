@@ -74,7 +74,9 @@ pub fn gemm_generic<E: Float>(
         b,
         c,
         accumulate,
-        micro_kernel::<E, 4, 8, false>,
+        |kc, a, b, c, row, col, add| {
+            store_tile(&micro_kernel::<E, 4, 8, false>(kc, a, b), c, row, col, add)
+        },
         pack_b::<E, 8>,
     )
 }
@@ -92,7 +94,9 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
         b,
         c,
         accumulate,
-        micro_kernel::<E, MR, NR, true>,
+        |kc, a, b, c, row, col, add| {
+            store_tile(&micro_kernel::<E, MR, NR, true>(kc, a, b), c, row, col, add)
+        },
         pack_b::<E, NR>,
     )
 }
@@ -141,7 +145,7 @@ unsafe fn f32_avx2(
         accumulate,
         // SAFETY (both closures): they only run inside `f32_avx2`, whose caller checked AVX2
         // and FMA.
-        |kc, a, b| unsafe { avx2::kernel_6x16(kc, a, b) },
+        |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
         |b, pc, kc, jc, nc, out| unsafe { avx2::pack_b_16(b, pc, kc, jc, nc, out) },
     )
 }
@@ -160,7 +164,10 @@ unsafe fn f32_avx512(
         c,
         accumulate,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
-        |kc, a, b| unsafe { avx512::kernel_8x32(kc, a, b) },
+        |kc, a, b, c, row, col, add| {
+            let tile = unsafe { avx512::kernel_8x32(kc, a, b) };
+            store_tile(&tile, c, row, col, add)
+        },
         pack_b::<f32, 32>,
     )
 }
@@ -172,7 +179,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
     b: MatRef<'_, E>,
     mut c: OutputView<'_, E>,
     accumulate: bool,
-    kernel: impl Fn(usize, &[E], &[E]) -> [[E; NR]; MR],
+    kernel: impl Fn(usize, &[E], &[E], &mut OutputView<'_, E>, usize, usize, bool),
     pack_b: impl Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -208,8 +215,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
                             let a_panel = &a_block[ir * kc..][..kc * MR];
                             // The tile's rows of C arrive while the kernel computes.
                             c.prefetch(ic + ir, jc + jr, MR, NR);
-                            let tile = kernel(kc, a_panel, b_panel);
-                            store_tile(&tile, &mut c, ic + ir, jc + jr, add);
+                            kernel(kc, a_panel, b_panel, &mut c, ic + ir, jc + jr, add);
                         }
                     }
                     ic += mc;
@@ -396,10 +402,20 @@ mod avx2 {
         ]
     }
 
-    /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`: 12 ymm accumulators, two
-    /// B vectors and one broadcast of A per row and depth step (15 of the 16 registers).
+    /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`, written (or added) into C at
+    /// `(row, col)`: 12 ymm accumulators, two B vectors and one broadcast of A per row and
+    /// depth step (15 of the 16 registers). A whole tile goes from the registers straight
+    /// into C; a tile at C's edge goes through `store_tile`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16(kc: usize, a: &[f32], b: &[f32]) -> [[f32; 16]; 6] {
+    pub unsafe fn kernel_6x16(
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut OutputView<'_, f32>,
+        row: usize,
+        col: usize,
+        add: bool,
+    ) {
         let (a, b) = (&a[..kc * 6], &b[..kc * 16]);
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         for (a, b) in a.chunks_exact(6).zip(b.chunks_exact(16)) {
@@ -416,6 +432,23 @@ mod avx2 {
                 acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
             }
         }
+        if let Some(rows) = c.row_block::<6>(row, col, 16) {
+            for (out, acc) in rows.into_iter().zip(acc) {
+                // SAFETY: `row_block` checked that all 6 rows of 16 contiguous floats lie in
+                // C, and nothing else touches C while the pointers are used.
+                unsafe {
+                    let (lo, hi) = (out, out.add(8));
+                    if add {
+                        _mm256_storeu_ps(lo, _mm256_add_ps(_mm256_loadu_ps(lo), acc[0]));
+                        _mm256_storeu_ps(hi, _mm256_add_ps(_mm256_loadu_ps(hi), acc[1]));
+                    } else {
+                        _mm256_storeu_ps(lo, acc[0]);
+                        _mm256_storeu_ps(hi, acc[1]);
+                    }
+                }
+            }
+            return;
+        }
         let mut tile = [[0.0f32; 16]; 6];
         for (row, acc) in tile.iter_mut().zip(acc) {
             // SAFETY: each tile row holds exactly 16 floats, written as two vectors of 8.
@@ -424,7 +457,7 @@ mod avx2 {
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
             }
         }
-        tile
+        super::store_tile(&tile, c, row, col, add);
     }
 }
 

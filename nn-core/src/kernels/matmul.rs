@@ -142,6 +142,25 @@ impl<'a, E: Copy> OutputView<'a, E> {
         Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride + j), len) })
     }
 
+    /// Pointers to `(i, j)` and the `R - 1` rows below it, each the start of `len` contiguous
+    /// elements, when that whole block lies inside the view and its columns are contiguous.
+    /// The rows are distinct, so the blocks behind the pointers never overlap; they stay valid
+    /// while the view is not used otherwise.
+    #[inline(always)]
+    pub fn row_block<const R: usize>(
+        &mut self,
+        i: usize,
+        j: usize,
+        len: usize,
+    ) -> Option<[*mut E; R]> {
+        if self.col_stride != 1 || i + R > self.rows || j + len > self.cols {
+            return None;
+        }
+        Some(std::array::from_fn(|r| {
+            self.ptr.wrapping_add((i + r) * self.row_stride + j)
+        }))
+    }
+
     /// Asks the CPU to bring the rows `i..i + rows` of columns `j..j + len` into cache (a
     /// micro-kernel prefetches the tile of C it will update while it computes). A hint only.
     #[inline(always)]
