@@ -4,8 +4,8 @@ use crate::init::{fan_in_uniform, Rng};
 use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, transpose_into,
-    Recurrent,
+    add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
+    transpose_into, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -119,15 +119,29 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
         );
         add_to_rows(pre, &self.bias_hh_l0);
         transpose_into(&self.weight_hh_l0, H, H, &mut cache.weight_hh_t);
+        let weight_hh_t = &cache.weight_hh_t;
+        let y = &mut y[..batch * T * H];
+        // Every sample's recurrence is its own: two halves of the batch run all their steps
+        // on the two cores, one join per sequence instead of one per step.
+        let (written, read) = ([(&mut *pre, T * H), (&mut *y, T * H)], [(&*start, H)]);
+        split_samples(batch, T * H * H, written, read, |n, [pre, y], [start]| {
+            Self::recur(weight_hh_t, start, pre, y, n)
+        });
+        store_final_state(&mut cache.final_state, y, start, batch, T, H);
+    }
+
+    /// The `T` steps of the forward for `batch` samples: `a_t += h_{t-1} W_hhᵀ`, then
+    /// `h_t = tanh(a_t)`, with `h_0 = start`.
+    fn recur(weight_hh_t: &[E], start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
         for t in 0..T {
             let previous = if t == 0 {
-                MatRef::row_major(&*start, batch, H)
+                MatRef::row_major(start, batch, H)
             } else {
                 step(y, batch, T, H, t - 1)
             };
             matmul(
                 previous,
-                MatRef::row_major(&cache.weight_hh_t, H, H),
+                MatRef::row_major(weight_hh_t, H, H),
                 step_mut(pre, batch, T, H, t),
                 true,
             );
@@ -138,7 +152,40 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
                 }
             }
         }
-        store_final_state(&mut cache.final_state, y, start, batch, T, H);
+    }
+
+    /// The `T` steps of the backward for `batch` samples, from the last: `da_t` from `dy_t`
+    /// and the gradient `later` reaching `h_t`, then `later = da_t W_hh`.
+    fn backprop_steps(
+        weight_hh: &[E],
+        dy: &[E],
+        y: &[E],
+        da: &mut [E],
+        later: &mut [E],
+        batch: usize,
+    ) {
+        later.fill(E::ZERO);
+        for t in (0..T).rev() {
+            for (b, later) in later.chunks_exact(H.max(1)).enumerate() {
+                let at = (b * T + t) * H;
+                for (((da, dy), h), g) in da[at..at + H]
+                    .iter_mut()
+                    .zip(&dy[at..at + H])
+                    .zip(&y[at..at + H])
+                    .zip(later)
+                {
+                    *da = (*dy + *g) * (E::ONE - *h * *h);
+                }
+            }
+            if t > 0 {
+                matmul(
+                    step(da, batch, T, H, t),
+                    MatRef::row_major(weight_hh, H, H),
+                    MatMut::row_major(later, batch, H),
+                    false,
+                );
+            }
+        }
     }
 }
 
@@ -214,28 +261,16 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn
         let start = &cache.start[..batch * H];
         let da = &mut cache.pre[..batch * T * H];
         let later = &mut cache.carried_grad[..batch * H];
-        later.fill(E::ZERO);
-        for t in (0..T).rev() {
-            for (b, later) in later.chunks_exact(H.max(1)).enumerate() {
-                let at = (b * T + t) * H;
-                for (((da, dy), h), g) in da[at..at + H]
-                    .iter_mut()
-                    .zip(&dy[at..at + H])
-                    .zip(&y[at..at + H])
-                    .zip(later)
-                {
-                    *da = (*dy + *g) * (E::ONE - *h * *h);
-                }
-            }
-            if t > 0 {
-                matmul(
-                    step(da, batch, T, H, t),
-                    MatRef::row_major(&self.weight_hh_l0, H, H),
-                    MatMut::row_major(later, batch, H),
-                    false,
-                );
-            }
-        }
+        let weight_hh = &self.weight_hh_l0;
+        let (dy, y) = (&dy[..batch * T * H], &y[..batch * T * H]);
+        let written = [(&mut *da, T * H), (&mut *later, H)];
+        split_samples(
+            batch,
+            T * H * H,
+            written,
+            [(dy, T * H), (y, T * H)],
+            |n, [da, later], [dy, y]| Self::backprop_steps(weight_hh, dy, y, da, later, n),
+        );
         let previous = &mut cache.previous[..batch * T * H];
         previous_states(start, y, batch, T, H, previous);
         matmul(
@@ -304,8 +339,8 @@ mod tests {
     use super::*;
     use crate::gradcheck::check_module;
     use crate::layers::sequence::testing::{
-        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_state_is_detached,
-        run, Fixture,
+        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_split_batch,
+        check_state_is_detached, run, Fixture,
     };
 
     #[test]
@@ -374,6 +409,12 @@ mod tests {
             },
             7,
         );
+    }
+
+    #[test]
+    fn a_batch_split_over_the_cores_matches_one_sample_at_a_time() {
+        // 20 samples x 16 steps x 64² multiply-adds: above `PARALLEL_RECURRENCE` (2^20).
+        check_split_batch::<Rnn<16, 3, 64, f64>>(20, 5);
     }
 
     #[test]

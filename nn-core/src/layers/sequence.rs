@@ -9,6 +9,7 @@
 //! - [`SequenceLinear`]: one linear map applied at every time step, `[T, I] → [T, O]`.
 
 use crate::init::{fan_in_uniform, Rng};
+use crate::kernels::parallel::join;
 use crate::kernels::{MatMut, MatRef};
 use crate::layers::linear::{linear_rows, linear_rows_backward};
 use crate::module::{Module, Param, ParamMut};
@@ -97,6 +98,42 @@ pub(crate) fn step_mut<E>(
         row_stride: steps * width,
         col_stride: 1,
     }
+}
+
+/// Below this many multiply-adds per sequence, a recurrence runs on one core.
+const PARALLEL_RECURRENCE: usize = 1 << 20;
+
+/// Runs `f(samples, written, read)` over the samples of a recurrence, as two halves on the
+/// two cores when the work (`work_per_sample` multiply-adds each) is large enough.
+///
+/// Each buffer comes with its length per sample and is sample-major (sample `s` at
+/// `buffer[s * len..]`); each half of the batch gets its own samples' part of every buffer.
+/// The recurrence of one sample never reads another's, so the halves are independent, and one
+/// join per sequence replaces one per step's product.
+pub(crate) fn split_samples<E: Send + Sync, const W: usize, const R: usize>(
+    batch: usize,
+    work_per_sample: usize,
+    written: [(&mut [E], usize); W],
+    read: [(&[E], usize); R],
+    f: impl Fn(usize, [&mut [E]; W], [&[E]; R]) + Sync,
+) {
+    if batch < 2 || batch * work_per_sample < PARALLEL_RECURRENCE {
+        return f(batch, written.map(|(b, _)| b), read.map(|(b, _)| b));
+    }
+    let half = batch / 2;
+    let mut written_back: [&mut [E]; W] = std::array::from_fn(|_| Default::default());
+    let mut slot = written_back.iter_mut();
+    let written_front = written.map(|(buffer, len)| {
+        let (front, back) = buffer.split_at_mut(half * len);
+        *slot.next().expect("one slot per buffer") = back;
+        front
+    });
+    let read_front = read.map(|(buffer, len)| &buffer[..half * len]);
+    let read_back = read.map(|(buffer, len)| &buffer[half * len..]);
+    join(
+        || f(half, written_front, read_front),
+        || f(batch - half, written_back, read_back),
+    );
 }
 
 /// Adds `bias` to every row of the row-major `rows` (rows of width `bias.len()`).
@@ -622,6 +659,39 @@ pub(crate) mod testing {
         range: std::ops::Range<usize>,
     ) -> Tensor<B, f64> {
         Tensor::from_samples(x.samples().map(|s| &s[range.clone()])).expect("whole samples")
+    }
+
+    /// A batch large enough to be split over the cores (see `split_samples`) gives the same
+    /// outputs, parameter gradients and input gradients as its samples run one at a time.
+    pub fn check_split_batch<M: Module<f64>>(batch: usize, seed: u64) {
+        let mut rng = rng(seed);
+        let mut layer = M::init(&mut rng);
+        let x = random_tensor::<M::Input>(&mut rng, batch);
+        let r = random_tensor::<M::Output>(&mut rng, batch);
+        let mut whole_cache = layer.new_cache(batch);
+        let whole = run(&mut layer, &mut whole_cache, &x, &r);
+        let mut cache = layer.new_cache(1);
+        let mut output = Vec::new();
+        let mut input_grad = Vec::new();
+        let mut grads: Vec<Vec<f64>> = Vec::new();
+        for b in 0..batch {
+            let x_b = Tensor::<M::Input, f64>::from_vec(x.sample(b).to_vec()).unwrap();
+            let r_b = Tensor::<M::Output, f64>::from_vec(r.sample(b).to_vec()).unwrap();
+            let single = run(&mut layer, &mut cache, &x_b, &r_b);
+            output.extend(single.output);
+            input_grad.extend(single.input_grad);
+            for (i, (_, g)) in single.grads.into_iter().enumerate() {
+                match grads.get_mut(i) {
+                    Some(sum) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += g),
+                    None => grads.push(g),
+                }
+            }
+        }
+        assert_close("output", &whole.output, &output);
+        assert_close("input gradient", &whole.input_grad, &input_grad);
+        for ((name, g), sum) in whole.grads.iter().zip(&grads) {
+            assert_close(name, g, sum);
+        }
     }
 
     /// `Whole` over `2T` steps against `Half` over `T` steps with the same weights: a forward
