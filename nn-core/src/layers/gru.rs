@@ -5,8 +5,7 @@ use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, step, step_columns, store_final_state,
-    transpose_into, Recurrent,
+    add_to_rows, check_batch, previous_states, step, step_columns, store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -26,7 +25,7 @@ use crate::{Float, Rank2, Tensor};
 ///
 /// Forward: the input projections `p = X W_ihᵀ + b_ih` of every step of every sample are one
 /// product (`[batch·T, D] · [D, 3H]`); then step by step `q = h_{t-1} W_hhᵀ + b_hh`
-/// (`[batch, H] · [H, 3H]`, against a row-major copy of `W_hhᵀ` made once per forward), kept
+/// (`[batch, H] · [H, 3H]`), kept
 /// apart because `r` multiplies only its `n` part. `h_0` is the cache's `initial_state`:
 /// zeros, or the state carried from the previous forward (see [`Recurrent`]).
 ///
@@ -67,8 +66,6 @@ pub struct GruCache<E> {
     hidden_n: Vec<E>,
     /// `[max_batch, 3H]`: `q` of one step, in the forward.
     hidden: Vec<E>,
-    /// `W_hhᵀ`, `[H, 3H]` row-major, copied by every forward.
-    weight_hh_t: Vec<E>,
     /// `[max_batch, T, 3H]`: `dp` of every step, in the backward (`dq` shares its r and z
     /// parts).
     gate_grads: Vec<E>,
@@ -137,7 +134,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             &self.bias_ih_l0,
             gates,
         );
-        transpose_into(&self.weight_hh_l0, 3 * H, H, &mut cache.weight_hh_t);
         for t in 0..T {
             let previous = if t == 0 {
                 MatRef::row_major(&*start, batch, H)
@@ -146,7 +142,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             };
             matmul(
                 previous,
-                MatRef::row_major(&cache.weight_hh_t, H, 3 * H),
+                MatRef::transposed(&self.weight_hh_l0, 3 * H, H),
                 MatMut::row_major(q, batch, 3 * H),
                 false,
             );
@@ -202,7 +198,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Gru
             gates: vec![E::ZERO; max_batch * T * 3 * H],
             hidden_n: vec![E::ZERO; max_batch * T * H],
             hidden: vec![E::ZERO; max_batch * 3 * H],
-            weight_hh_t: vec![E::ZERO; 3 * H * H],
             gate_grads: vec![E::ZERO; max_batch * T * 3 * H],
             hidden_n_grads: vec![E::ZERO; max_batch * T * H],
             previous: vec![E::ZERO; max_batch * T * H],

@@ -5,8 +5,7 @@ use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, transpose_into,
-    Recurrent,
+    add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -25,7 +24,7 @@ use crate::{Float, Rank2, Tensor};
 ///
 /// Forward: the input projections `X W_ihᵀ + b_ih + b_hh` of every step of every sample are one
 /// product (`[batch·T, D] · [D, 4H]`); then step by step `a_t += h_{t-1} W_hhᵀ`
-/// (`[batch, H] · [H, 4H]`, against a row-major copy of `W_hhᵀ` made once per forward) and
+/// (`[batch, H] · [H, 4H]`) and
 /// the cell.
 /// `(h_0, c_0)` are the cache's `initial_state` and `initial_cell`: zeros, or the state
 /// carried from the previous forward (see [`Recurrent`]).
@@ -71,8 +70,6 @@ pub struct LstmCache<E> {
     gates: Vec<E>,
     /// `[max_batch, T, H]`: `c_t` of every step.
     cells: Vec<E>,
-    /// `W_hhᵀ`, `[H, 4H]` row-major, copied by every forward.
-    weight_hh_t: Vec<E>,
     /// `[max_batch, T, 4H]`: `da` of every step, in the backward.
     gate_grads: Vec<E>,
     /// `[max_batch, T, H]`: `h_{t-1}` of every step, in the backward.
@@ -141,7 +138,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
             gates,
         );
         add_to_rows(gates, &self.bias_hh_l0);
-        transpose_into(&self.weight_hh_l0, 4 * H, H, &mut cache.weight_hh_t);
         for t in 0..T {
             let previous = if t == 0 {
                 MatRef::row_major(&*start_state, batch, H)
@@ -150,7 +146,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
             };
             matmul(
                 previous,
-                MatRef::row_major(&cache.weight_hh_t, H, 4 * H),
+                MatRef::transposed(&self.weight_hh_l0, 4 * H, H),
                 step_mut(gates, batch, T, 4 * H, t),
                 true,
             );
@@ -209,7 +205,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
             start_cell: vec![E::ZERO; max_batch * H],
             gates: vec![E::ZERO; max_batch * T * 4 * H],
             cells: vec![E::ZERO; max_batch * T * H],
-            weight_hh_t: vec![E::ZERO; 4 * H * H],
             gate_grads: vec![E::ZERO; max_batch * T * 4 * H],
             previous: vec![E::ZERO; max_batch * T * H],
             carried_grad: vec![E::ZERO; max_batch * H],

@@ -5,7 +5,7 @@ use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
     add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
-    transpose_into, Recurrent,
+    Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -18,7 +18,7 @@ use crate::{Float, Rank2, Tensor};
 ///
 /// Forward: the input projections `a = X W_ihᵀ + b_ih + b_hh` of every step of every sample
 /// are one product (`[batch·T, D] · [D, H]`); then step by step `a_t += h_{t-1} W_hhᵀ`
-/// (`[batch, H] · [H, H]`, against a row-major copy of `W_hhᵀ` made once per forward) and
+/// (`[batch, H] · [H, H]`) and
 /// `h_t = tanh(a_t)`. `h_0` is the cache's `initial_state`: zeros, or the state carried from
 /// the previous forward (see [`Recurrent`]).
 ///
@@ -54,8 +54,6 @@ pub struct RnnCache<E> {
     start: Vec<E>,
     /// `[max_batch, T, H]`: the pre-activations `a` in the forward, `da` in the backward.
     pre: Vec<E>,
-    /// `W_hhᵀ`, `[H, H]` row-major, copied by every forward.
-    weight_hh_t: Vec<E>,
     /// `[max_batch, T, H]`: `h_{t-1}` of every step, in the backward.
     previous: Vec<E>,
     /// `[max_batch, H]`: the gradient reaching `h_{t-1}` from step `t`.
@@ -118,21 +116,20 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
             pre,
         );
         add_to_rows(pre, &self.bias_hh_l0);
-        transpose_into(&self.weight_hh_l0, H, H, &mut cache.weight_hh_t);
-        let weight_hh_t = &cache.weight_hh_t;
+        let weight_hh = &self.weight_hh_l0;
         let y = &mut y[..batch * T * H];
         // Every sample's recurrence is its own: two halves of the batch run all their steps
         // on the two cores, one join per sequence instead of one per step.
         let (written, read) = ([(&mut *pre, T * H), (&mut *y, T * H)], [(&*start, H)]);
         split_samples(batch, T * H * H, written, read, |n, [pre, y], [start]| {
-            Self::recur(weight_hh_t, start, pre, y, n)
+            Self::recur(weight_hh, start, pre, y, n)
         });
         store_final_state(&mut cache.final_state, y, start, batch, T, H);
     }
 
     /// The `T` steps of the forward for `batch` samples: `a_t += h_{t-1} W_hhᵀ`, then
     /// `h_t = tanh(a_t)`, with `h_0 = start`.
-    fn recur(weight_hh_t: &[E], start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
+    fn recur(weight_hh: &[E], start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
         for t in 0..T {
             let previous = if t == 0 {
                 MatRef::row_major(start, batch, H)
@@ -141,7 +138,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
             };
             matmul(
                 previous,
-                MatRef::row_major(weight_hh_t, H, H),
+                MatRef::transposed(weight_hh, H, H),
                 step_mut(pre, batch, T, H, t),
                 true,
             );
@@ -211,7 +208,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn
             final_state: vec![E::ZERO; max_batch * H],
             start: vec![E::ZERO; max_batch * H],
             pre: vec![E::ZERO; max_batch * T * H],
-            weight_hh_t: vec![E::ZERO; H * H],
             previous: vec![E::ZERO; max_batch * T * H],
             carried_grad: vec![E::ZERO; max_batch * H],
             max_batch,

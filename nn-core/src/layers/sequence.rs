@@ -145,19 +145,6 @@ pub(crate) fn add_to_rows<E: Float>(rows: &mut [E], bias: &[E]) {
     }
 }
 
-/// `dst = srcᵀ`: `src` is row-major `[rows, cols]`, `dst` becomes row-major `[cols, rows]`.
-///
-/// The recurrent layers multiply by `W_hhᵀ` once per time step; a row-major copy made once
-/// per forward lets the packed product copy its panels instead of gathering them with a
-/// stride at every step.
-pub(crate) fn transpose_into<E: Copy>(src: &[E], rows: usize, cols: usize, dst: &mut [E]) {
-    for (i, row) in src[..rows * cols].chunks_exact(cols.max(1)).enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            dst[j * rows + i] = *v;
-        }
-    }
-}
-
 /// The state every step started from, `[batch, steps, width]`: `h_0` (`start`, `[batch,
 /// width]`) at step 0, then the output of the step before (`sequence` shifted by one step).
 /// With it, `Σ_t da_tᵀ h_{t-1}` over all steps and samples is one product.
