@@ -6,6 +6,7 @@
 use std::marker::PhantomData;
 
 use crate::init::Rng;
+use crate::kernels::parallel::join;
 use crate::kernels::special::{
     exp_vectorisable, normal_cdf, normal_cdf_single, normal_pdf, normal_pdf_single,
 };
@@ -189,9 +190,24 @@ pub type Tanh<S> = Activation<TanhFn, S>;
 pub type Gelu<S> = Activation<GeluFn, S>;
 pub type GeluTanh<S> = Activation<GeluTanhFn, S>;
 
+/// Activations of at least this many values are computed by both cores, half each (GELU's
+/// normal CDF costs tens of operations per value: a transformer's FFN spent a tenth of its
+/// step there on one core).
+const PARALLEL_VALUES: usize = 1 << 15;
+
 impl<F: Pointwise, S: Shape> Activation<F, S> {
     /// `y = f(x)`, element by element.
     pub fn apply<E: Float>(x: &[E], y: &mut [E]) {
+        if y.len() >= PARALLEL_VALUES {
+            let half = y.len() / 2;
+            let (x0, x1) = x.split_at(half);
+            let (y0, y1) = y.split_at_mut(half);
+            return join(|| Self::apply_serial(x0, y0), || Self::apply_serial(x1, y1));
+        }
+        Self::apply_serial(x, y)
+    }
+
+    fn apply_serial<E: Float>(x: &[E], y: &mut [E]) {
         for (y, x) in y.iter_mut().zip(x) {
             *y = F::value(*x);
         }
@@ -199,6 +215,21 @@ impl<F: Pointwise, S: Shape> Activation<F, S> {
 
     /// `dx = dy ⊙ f'(x)`, element by element.
     pub fn apply_backward<E: Float>(x: &[E], y: &[E], dy: &[E], dx: &mut [E]) {
+        if dx.len() >= PARALLEL_VALUES {
+            let half = dx.len() / 2;
+            let (x0, x1) = x.split_at(half);
+            let (y0, y1) = y.split_at(half);
+            let (dy0, dy1) = dy.split_at(half);
+            let (dx0, dx1) = dx.split_at_mut(half);
+            return join(
+                || Self::backward_serial(x0, y0, dy0, dx0),
+                || Self::backward_serial(x1, y1, dy1, dx1),
+            );
+        }
+        Self::backward_serial(x, y, dy, dx)
+    }
+
+    fn backward_serial<E: Float>(x: &[E], y: &[E], dy: &[E], dx: &mut [E]) {
         for (((dx, dy), x), y) in dx.iter_mut().zip(dy).zip(x).zip(y) {
             *dx = *dy * F::derivative(*x, *y);
         }
@@ -259,6 +290,21 @@ mod tests {
     use super::*;
     use crate::gradcheck::check_module;
     use crate::{Rank1, Rank2, Rank3};
+
+    #[test]
+    fn long_inputs_split_over_the_cores_give_every_value_its_own_result() {
+        let n = 3 * PARALLEL_VALUES + 7;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 1e-3).collect();
+        let dy: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.0).collect();
+        let mut y = vec![0.0; n];
+        let mut dx = vec![0.0; n];
+        Gelu::<Rank1<1>>::apply(&x, &mut y);
+        Gelu::<Rank1<1>>::apply_backward(&x, &y, &dy, &mut dx);
+        for i in 0..n {
+            assert_eq!(y[i], GeluFn::value(x[i]), "value {i}");
+            assert_eq!(dx[i], dy[i] * GeluFn::derivative(x[i], y[i]), "gradient {i}");
+        }
+    }
 
     #[test]
     fn values_match_their_definitions() {
