@@ -20,6 +20,7 @@
 use std::ops::Range;
 
 use crate::kernels::parallel::join;
+use crate::kernels::vector::copy;
 use crate::Float;
 
 /// Below this many column-matrix entries one core fills the matrix faster than two can be
@@ -187,7 +188,9 @@ fn im2col_rows<E: Float>(
             let src = &x_plane[(s * i + u - p) * w..][..w];
             let start = s * j_lo + v - p;
             if s == 1 {
-                inside.copy_from_slice(&src[start..start + inside.len()]);
+                // Rows of a small image are short: a `memcpy` call per row cost more than
+                // the copy (see `vector::copy`).
+                copy(inside, &src[start..start + inside.len()]);
             } else {
                 for (d, x) in inside.iter_mut().zip(src[start..].iter().step_by(s)) {
                     *d = *x;

@@ -2,6 +2,7 @@
 //! channel plane of every sample independently.
 
 use crate::init::Rng;
+use crate::kernels::parallel::join;
 use crate::module::{Module, Param, ParamMut};
 use crate::{Float, Rank3, Tensor};
 
@@ -21,6 +22,9 @@ fn planes<'a, E>(
     x.chunks_exact(x_plane.max(1))
         .zip(y.chunks_exact_mut(y_plane.max(1)))
 }
+
+/// Above this many outputs, a training forward pools half of the planes on each core.
+const PARALLEL_OUTPUTS: usize = 1 << 14;
 
 /// PyTorch's `nn.MaxPool2d(K, stride=S)` over `[C, H, W]`: no padding, no dilation, output size
 /// floored, `OH = (H − K) / S + 1`, `OW = (W − K) / S + 1`.
@@ -83,6 +87,24 @@ impl<
             "MaxPool2d: a plane must be indexable by u32"
         );
     };
+
+    /// Pools whole planes, `[n, H, W]` into `[n, OH, OW]`, noting where each maximum was.
+    fn pool<E: Float>(x: &[E], y: &mut [E], argmax: &mut [u32]) {
+        let argmax = argmax.chunks_exact_mut((OH * OW).max(1));
+        for ((xp, yp), ip) in planes(x, H * W, y, OH * OW).zip(argmax) {
+            for (i, (row, index_row)) in yp
+                .chunks_exact_mut(OW)
+                .zip(ip.chunks_exact_mut(OW))
+                .enumerate()
+            {
+                for (j, (out, index)) in row.iter_mut().zip(index_row).enumerate() {
+                    let (value, at) = Self::window_max(xp, i, j);
+                    *out = value;
+                    *index = at as u32;
+                }
+            }
+        }
+    }
 
     /// The maximum of window `(i, j)` of `plane` and its index in the plane.
     #[inline(always)]
@@ -167,19 +189,17 @@ impl<
             // Only when called with a larger batch than the cache was made for.
             cache.argmax.resize(needed, 0);
         }
-        let argmax = cache.argmax[..needed].chunks_exact_mut((OH * OW).max(1));
-        for ((xp, yp), ip) in planes(x.as_slice(), H * W, y.as_mut_slice(), OH * OW).zip(argmax) {
-            for (i, (row, index_row)) in yp
-                .chunks_exact_mut(OW)
-                .zip(ip.chunks_exact_mut(OW))
-                .enumerate()
-            {
-                for (j, (out, index)) in row.iter_mut().zip(index_row).enumerate() {
-                    let (value, at) = Self::window_max(xp, i, j);
-                    *out = value;
-                    *index = at as u32;
-                }
-            }
+        let (x, y, argmax) = (x.as_slice(), y.as_mut_slice(), &mut cache.argmax[..needed]);
+        let plane_count = x.len() / (H * W).max(1);
+        if needed >= PARALLEL_OUTPUTS && plane_count >= 2 {
+            // Planes are independent: half of them on each core.
+            let half = plane_count / 2;
+            let (x0, x1) = x.split_at(half * H * W);
+            let (y0, y1) = y.split_at_mut(half * OH * OW);
+            let (i0, i1) = argmax.split_at_mut(half * OH * OW);
+            join(|| Self::pool(x0, y0, i0), || Self::pool(x1, y1, i1));
+        } else {
+            Self::pool(x, y, argmax);
         }
     }
 
@@ -494,6 +514,33 @@ mod tests {
         let mut dx = Tensor::zeros(1);
         layer.backward(&x, &y, &dy, Some(&mut dx), &mut cache, &mut ());
         assert_eq!(dx.as_slice(), &[10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn max_pool_split_over_the_cores_matches_one_sample_at_a_time() {
+        // 20 x 4 x 16 x 16 outputs: above `PARALLEL_OUTPUTS`, so the planes are split.
+        type Pool = MaxPool2d<4, 2, 2, 32, 32, 16, 16>;
+        let mut layer = Pool::default();
+        let batch = 20;
+        let values = |n: usize, seed: usize| -> Vec<f64> {
+            (0..n).map(|i| ((i * 7919 + seed) % 1009) as f64).collect()
+        };
+        let x = Tensor::from_vec(values(batch * 4 * 32 * 32, 1)).unwrap();
+        let dy = Tensor::from_vec(values(batch * 4 * 16 * 16, 2)).unwrap();
+        let mut cache = Module::<f64>::new_cache(&layer, batch);
+        let (mut y, mut dx) = (Tensor::zeros(batch), Tensor::zeros(batch));
+        layer.forward_train(&x, &mut y, &mut cache);
+        layer.backward(&x, &y, &dy, Some(&mut dx), &mut cache, &mut ());
+        let mut cache = Module::<f64>::new_cache(&layer, 1);
+        for b in 0..batch {
+            let x_b = Tensor::from_vec(x.sample(b).to_vec()).unwrap();
+            let dy_b = Tensor::from_vec(dy.sample(b).to_vec()).unwrap();
+            let (mut y_b, mut dx_b) = (Tensor::zeros(1), Tensor::zeros(1));
+            layer.forward_train(&x_b, &mut y_b, &mut cache);
+            layer.backward(&x_b, &y_b, &dy_b, Some(&mut dx_b), &mut cache, &mut ());
+            assert_eq!(y.sample(b), y_b.as_slice(), "output of sample {b}");
+            assert_eq!(dx.sample(b), dx_b.as_slice(), "input gradient of sample {b}");
+        }
     }
 
     #[test]
