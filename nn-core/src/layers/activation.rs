@@ -302,7 +302,11 @@ mod tests {
         Gelu::<Rank1<1>>::apply_backward(&x, &y, &dy, &mut dx);
         for i in 0..n {
             assert_eq!(y[i], GeluFn::value(x[i]), "value {i}");
-            assert_eq!(dx[i], dy[i] * GeluFn::derivative(x[i], y[i]), "gradient {i}");
+            assert_eq!(
+                dx[i],
+                dy[i] * GeluFn::derivative(x[i], y[i]),
+                "gradient {i}"
+            );
         }
     }
 

@@ -5,7 +5,8 @@ use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, step, step_columns, store_final_state, Recurrent,
+    add_to_rows, check_batch, previous_states, split_samples, step, step_columns,
+    store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -134,19 +135,56 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             &self.bias_ih_l0,
             gates,
         );
+        let (weight_hh, bias_hh) = (&self.weight_hh_l0, &self.bias_hh_l0);
+        let y = &mut y[..batch * T * H];
+        // Every sample's recurrence is its own: two halves of the batch run all their steps
+        // on the two cores (see `split_samples`).
+        let written = [
+            (&mut *gates, T * 3 * H),
+            (&mut *hidden_n, T * H),
+            (&mut *q, 3 * H),
+            (&mut *y, T * H),
+        ];
+        let work = T * 3 * H * H;
+        split_samples(
+            batch,
+            work,
+            written,
+            [(&*start, H)],
+            |n, written, [start]| {
+                let [gates, hidden_n, q, y] = written;
+                Self::recur(weight_hh, bias_hh, start, gates, hidden_n, q, y, n)
+            },
+        );
+        store_final_state(&mut cache.final_state, y, start, batch, T, H);
+    }
+
+    /// The `T` steps of the forward for `batch` samples, from `h_0 = start`: the gates, the
+    /// kept `q_n`, and `h_t` into `y`; `q` is one step's `h_{t-1} W_hhᵀ + b_hh`.
+    #[allow(clippy::too_many_arguments)]
+    fn recur(
+        weight_hh: &[E],
+        bias_hh: &[E],
+        start: &[E],
+        gates: &mut [E],
+        hidden_n: &mut [E],
+        q: &mut [E],
+        y: &mut [E],
+        batch: usize,
+    ) {
         for t in 0..T {
             let previous = if t == 0 {
-                MatRef::row_major(&*start, batch, H)
+                MatRef::row_major(start, batch, H)
             } else {
                 step(y, batch, T, H, t - 1)
             };
             matmul(
                 previous,
-                MatRef::transposed(&self.weight_hh_l0, 3 * H, H),
+                MatRef::transposed(weight_hh, 3 * H, H),
                 MatMut::row_major(q, batch, 3 * H),
                 false,
             );
-            add_to_rows(q, &self.bias_hh_l0);
+            add_to_rows(q, bias_hh);
             for b in 0..batch {
                 let at = b * T + t;
                 let (earlier, current) = y.split_at_mut(at * H);
@@ -170,7 +208,68 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
                 }
             }
         }
-        store_final_state(&mut cache.final_state, y, start, batch, T, H);
+    }
+
+    /// The `T` steps of the backward for `batch` samples, from the last: the gate gradients
+    /// `dp` and `dq_n` of every step, and `later`, the gradient reaching `h_{t-1}`.
+    #[allow(clippy::too_many_arguments)]
+    fn backprop_steps(
+        weight_hh: &[E],
+        start: &[E],
+        gates: &[E],
+        hidden_n: &[E],
+        y: &[E],
+        dy: &[E],
+        dp: &mut [E],
+        dq_n: &mut [E],
+        later: &mut [E],
+        batch: usize,
+    ) {
+        later.fill(E::ZERO);
+        let (w_rz, w_n) = weight_hh.split_at(2 * H * H);
+        for t in (0..T).rev() {
+            for b in 0..batch {
+                let at = b * T + t;
+                let h_prev = if t == 0 {
+                    &start[b * H..(b + 1) * H]
+                } else {
+                    &y[(at - 1) * H..at * H]
+                };
+                let row = &gates[at * 3 * H..(at + 1) * 3 * H];
+                let (r, z, n) = (&row[..H], &row[H..2 * H], &row[2 * H..]);
+                let q_n = &hidden_n[at * H..(at + 1) * H];
+                let dp_row = &mut dp[at * 3 * H..(at + 1) * 3 * H];
+                let (dp_r, rest) = dp_row.split_at_mut(H);
+                let (dp_z, dp_n) = rest.split_at_mut(H);
+                let dq_n = &mut dq_n[at * H..(at + 1) * H];
+                let dy = &dy[at * H..(at + 1) * H];
+                let g = &mut later[b * H..(b + 1) * H];
+                for j in 0..H {
+                    let dh = dy[j] + g[j];
+                    dp_n[j] = dh * (E::ONE - z[j]) * (E::ONE - n[j] * n[j]);
+                    dp_z[j] = dh * (h_prev[j] - n[j]) * z[j] * (E::ONE - z[j]);
+                    dp_r[j] = dp_n[j] * q_n[j] * r[j] * (E::ONE - r[j]);
+                    dq_n[j] = dp_n[j] * r[j];
+                    // The direct path h_{t-1} → h_t; the gate paths are added below.
+                    g[j] = dh * z[j];
+                }
+            }
+            if t > 0 {
+                // g_{t-1} += dq_t W_hh, with dq_t = (dp_r, dp_z | dq_n) of this step.
+                matmul(
+                    step_columns(dp, batch, T, 3 * H, 2 * H, t),
+                    MatRef::row_major(w_rz, 2 * H, H),
+                    MatMut::row_major(&mut *later, batch, H),
+                    true,
+                );
+                matmul(
+                    step(dq_n, batch, T, H, t),
+                    MatRef::row_major(w_n, H, H),
+                    MatMut::row_major(&mut *later, batch, H),
+                    true,
+                );
+            }
+        }
     }
 }
 
@@ -253,51 +352,21 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Gru
         let dp = &mut cache.gate_grads[..rows * 3 * H];
         let dq_n = &mut cache.hidden_n_grads[..rows * H];
         let later = &mut cache.carried_grad[..batch * H];
-        later.fill(E::ZERO);
-        let (w_rz, w_n) = self.weight_hh_l0.split_at(2 * H * H);
-        for t in (0..T).rev() {
-            for b in 0..batch {
-                let at = b * T + t;
-                let h_prev = if t == 0 {
-                    &start[b * H..(b + 1) * H]
-                } else {
-                    &y[(at - 1) * H..at * H]
-                };
-                let row = &gates[at * 3 * H..(at + 1) * 3 * H];
-                let (r, z, n) = (&row[..H], &row[H..2 * H], &row[2 * H..]);
-                let q_n = &hidden_n[at * H..(at + 1) * H];
-                let dp_row = &mut dp[at * 3 * H..(at + 1) * 3 * H];
-                let (dp_r, rest) = dp_row.split_at_mut(H);
-                let (dp_z, dp_n) = rest.split_at_mut(H);
-                let dq_n = &mut dq_n[at * H..(at + 1) * H];
-                let dy = &dy[at * H..(at + 1) * H];
-                let g = &mut later[b * H..(b + 1) * H];
-                for j in 0..H {
-                    let dh = dy[j] + g[j];
-                    dp_n[j] = dh * (E::ONE - z[j]) * (E::ONE - n[j] * n[j]);
-                    dp_z[j] = dh * (h_prev[j] - n[j]) * z[j] * (E::ONE - z[j]);
-                    dp_r[j] = dp_n[j] * q_n[j] * r[j] * (E::ONE - r[j]);
-                    dq_n[j] = dp_n[j] * r[j];
-                    // The direct path h_{t-1} → h_t; the gate paths are added below.
-                    g[j] = dh * z[j];
-                }
-            }
-            if t > 0 {
-                // g_{t-1} += dq_t W_hh, with dq_t = (dp_r, dp_z | dq_n) of this step.
-                matmul(
-                    step_columns(dp, batch, T, 3 * H, 2 * H, t),
-                    MatRef::row_major(w_rz, 2 * H, H),
-                    MatMut::row_major(&mut *later, batch, H),
-                    true,
-                );
-                matmul(
-                    step(dq_n, batch, T, H, t),
-                    MatRef::row_major(w_n, H, H),
-                    MatMut::row_major(&mut *later, batch, H),
-                    true,
-                );
-            }
-        }
+        let weight_hh = &self.weight_hh_l0;
+        let dy = &dy[..rows * H];
+        let written = [(&mut *dp, T * 3 * H), (&mut *dq_n, T * H), (&mut *later, H)];
+        let read = [
+            (start, H),
+            (gates, T * 3 * H),
+            (hidden_n, T * H),
+            (&y[..rows * H], T * H),
+            (dy, T * H),
+        ];
+        split_samples(batch, T * 3 * H * H, written, read, |n, written, read| {
+            let [dp, dq_n, later] = written;
+            let [start, gates, hidden_n, y, dy] = read;
+            Self::backprop_steps(weight_hh, start, gates, hidden_n, y, dy, dp, dq_n, later, n)
+        });
         // dW_hh += Σ_t dq_tᵀ h_{t-1}, db_hh += Σ dq: the r and z rows from dp, the n rows from
         // dq_n.
         let previous = &mut cache.previous[..rows * H];
@@ -384,8 +453,8 @@ mod tests {
     use super::*;
     use crate::gradcheck::check_module;
     use crate::layers::sequence::testing::{
-        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_state_is_detached,
-        run, Fixture,
+        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_split_batch,
+        check_state_is_detached, run, Fixture,
     };
 
     fn sigmoid(x: f64) -> f64 {
@@ -418,6 +487,12 @@ mod tests {
             assert!((a - e).abs() < 1e-15, "{a} vs {e}");
         }
         assert!((cache.final_state[0] - h).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_batch_split_over_the_cores_matches_one_sample_at_a_time() {
+        // 12 samples x 16 steps x 3·48² multiply-adds: above `PARALLEL_RECURRENCE` (2^20).
+        check_split_batch::<Gru<16, 5, 48, f64>>(12, 6);
     }
 
     #[test]

@@ -539,7 +539,11 @@ mod tests {
             layer.forward_train(&x_b, &mut y_b, &mut cache);
             layer.backward(&x_b, &y_b, &dy_b, Some(&mut dx_b), &mut cache, &mut ());
             assert_eq!(y.sample(b), y_b.as_slice(), "output of sample {b}");
-            assert_eq!(dx.sample(b), dx_b.as_slice(), "input gradient of sample {b}");
+            assert_eq!(
+                dx.sample(b),
+                dx_b.as_slice(),
+                "input gradient of sample {b}"
+            );
         }
     }
 
