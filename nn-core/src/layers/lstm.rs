@@ -5,7 +5,8 @@ use crate::kernels::{matmul, MatMut, MatRef};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, step, step_mut, store_final_state, Recurrent,
+    add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
+    Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -138,15 +139,45 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
             gates,
         );
         add_to_rows(gates, &self.bias_hh_l0);
+        let weight_hh = &self.weight_hh_l0;
+        let y = &mut y[..batch * T * H];
+        // Every sample's recurrence is its own: two halves of the batch run all their steps
+        // on the two cores (see `split_samples`).
+        let written = [
+            (&mut *gates, T * 4 * H),
+            (&mut *cells, T * H),
+            (&mut *y, T * H),
+        ];
+        let read = [(&*start_state, H), (&*start_cell, H)];
+        split_samples(batch, T * 4 * H * H, written, read, |n, written, read| {
+            let [gates, cells, y] = written;
+            let [start_state, start_cell] = read;
+            Self::recur(weight_hh, start_state, start_cell, gates, cells, y, n)
+        });
+        store_final_state(&mut cache.final_state, y, start_state, batch, T, H);
+        store_final_state(&mut cache.final_cell, cells, start_cell, batch, T, H);
+    }
+
+    /// The `T` steps of the forward for `batch` samples from `(h_0, c_0)`: the activated
+    /// gates, the cells and `h_t` into `y`.
+    fn recur(
+        weight_hh: &[E],
+        start_state: &[E],
+        start_cell: &[E],
+        gates: &mut [E],
+        cells: &mut [E],
+        y: &mut [E],
+        batch: usize,
+    ) {
         for t in 0..T {
             let previous = if t == 0 {
-                MatRef::row_major(&*start_state, batch, H)
+                MatRef::row_major(start_state, batch, H)
             } else {
                 step(y, batch, T, H, t - 1)
             };
             matmul(
                 previous,
-                MatRef::transposed(&self.weight_hh_l0, 4 * H, H),
+                MatRef::transposed(weight_hh, 4 * H, H),
                 step_mut(gates, batch, T, 4 * H, t),
                 true,
             );
@@ -174,8 +205,63 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
                 }
             }
         }
-        store_final_state(&mut cache.final_state, y, start_state, batch, T, H);
-        store_final_state(&mut cache.final_cell, cells, start_cell, batch, T, H);
+    }
+
+    /// The `T` steps of the backward for `batch` samples, from the last: the gate gradients
+    /// `da` of every step; `later` and `later_cell` carry the gradients reaching `h_{t-1}`
+    /// and `c_{t-1}`.
+    #[allow(clippy::too_many_arguments)]
+    fn backprop_steps(
+        weight_hh: &[E],
+        start_cell: &[E],
+        gates: &[E],
+        cells: &[E],
+        dy: &[E],
+        da: &mut [E],
+        later: &mut [E],
+        later_cell: &mut [E],
+        batch: usize,
+    ) {
+        later.fill(E::ZERO);
+        later_cell.fill(E::ZERO);
+        for t in (0..T).rev() {
+            for b in 0..batch {
+                let at = b * T + t;
+                let c_prev = if t == 0 {
+                    &start_cell[b * H..(b + 1) * H]
+                } else {
+                    &cells[(at - 1) * H..at * H]
+                };
+                let c = &cells[at * H..(at + 1) * H];
+                let row = &gates[at * 4 * H..(at + 1) * 4 * H];
+                let (i, f, g, o) = (&row[..H], &row[H..2 * H], &row[2 * H..3 * H], &row[3 * H..]);
+                let d_row = &mut da[at * 4 * H..(at + 1) * 4 * H];
+                let (di, rest) = d_row.split_at_mut(H);
+                let (df, rest) = rest.split_at_mut(H);
+                let (dg, d_o) = rest.split_at_mut(H);
+                let dy = &dy[at * H..(at + 1) * H];
+                let g_later = &later[b * H..(b + 1) * H];
+                let k_later = &mut later_cell[b * H..(b + 1) * H];
+                for j in 0..H {
+                    let tanh_c = c[j].tanh();
+                    let dh = dy[j] + g_later[j];
+                    let dc = k_later[j] + dh * o[j] * (E::ONE - tanh_c * tanh_c);
+                    di[j] = dc * g[j] * i[j] * (E::ONE - i[j]);
+                    df[j] = dc * c_prev[j] * f[j] * (E::ONE - f[j]);
+                    dg[j] = dc * i[j] * (E::ONE - g[j] * g[j]);
+                    d_o[j] = dh * tanh_c * o[j] * (E::ONE - o[j]);
+                    k_later[j] = dc * f[j];
+                }
+            }
+            if t > 0 {
+                matmul(
+                    step(da, batch, T, 4 * H, t),
+                    MatRef::row_major(weight_hh, 4 * H, H),
+                    MatMut::row_major(later, batch, H),
+                    false,
+                );
+            }
+        }
     }
 }
 
@@ -260,46 +346,26 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
         let da = &mut cache.gate_grads[..batch * T * 4 * H];
         let later = &mut cache.carried_grad[..batch * H];
         let later_cell = &mut cache.carried_cell_grad[..batch * H];
-        later.fill(E::ZERO);
-        later_cell.fill(E::ZERO);
-        for t in (0..T).rev() {
-            for b in 0..batch {
-                let at = b * T + t;
-                let c_prev = if t == 0 {
-                    &start_cell[b * H..(b + 1) * H]
-                } else {
-                    &cells[(at - 1) * H..at * H]
-                };
-                let c = &cells[at * H..(at + 1) * H];
-                let row = &gates[at * 4 * H..(at + 1) * 4 * H];
-                let (i, f, g, o) = (&row[..H], &row[H..2 * H], &row[2 * H..3 * H], &row[3 * H..]);
-                let d_row = &mut da[at * 4 * H..(at + 1) * 4 * H];
-                let (di, rest) = d_row.split_at_mut(H);
-                let (df, rest) = rest.split_at_mut(H);
-                let (dg, d_o) = rest.split_at_mut(H);
-                let dy = &dy[at * H..(at + 1) * H];
-                let g_later = &later[b * H..(b + 1) * H];
-                let k_later = &mut later_cell[b * H..(b + 1) * H];
-                for j in 0..H {
-                    let tanh_c = c[j].tanh();
-                    let dh = dy[j] + g_later[j];
-                    let dc = k_later[j] + dh * o[j] * (E::ONE - tanh_c * tanh_c);
-                    di[j] = dc * g[j] * i[j] * (E::ONE - i[j]);
-                    df[j] = dc * c_prev[j] * f[j] * (E::ONE - f[j]);
-                    dg[j] = dc * i[j] * (E::ONE - g[j] * g[j]);
-                    d_o[j] = dh * tanh_c * o[j] * (E::ONE - o[j]);
-                    k_later[j] = dc * f[j];
-                }
-            }
-            if t > 0 {
-                matmul(
-                    step(da, batch, T, 4 * H, t),
-                    MatRef::row_major(&self.weight_hh_l0, 4 * H, H),
-                    MatMut::row_major(later, batch, H),
-                    false,
-                );
-            }
-        }
+        let weight_hh = &self.weight_hh_l0;
+        let dy = &dy[..batch * T * H];
+        let written = [
+            (&mut *da, T * 4 * H),
+            (&mut *later, H),
+            (&mut *later_cell, H),
+        ];
+        let read = [
+            (start_cell, H),
+            (gates, T * 4 * H),
+            (cells, T * H),
+            (dy, T * H),
+        ];
+        split_samples(batch, T * 4 * H * H, written, read, |n, written, read| {
+            let [da, later, later_cell] = written;
+            let [start_cell, gates, cells, dy] = read;
+            Self::backprop_steps(
+                weight_hh, start_cell, gates, cells, dy, da, later, later_cell, n,
+            )
+        });
         let previous = &mut cache.previous[..batch * T * H];
         previous_states(start_state, y, batch, T, H, previous);
         matmul(
@@ -373,8 +439,8 @@ mod tests {
     use super::*;
     use crate::gradcheck::check_module;
     use crate::layers::sequence::testing::{
-        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_state_is_detached,
-        run, Fixture,
+        check_carry_state, check_empty_batch, check_f32_agrees_with_f64, check_split_batch,
+        check_state_is_detached, run, Fixture,
     };
 
     fn sigmoid(x: f64) -> f64 {
@@ -410,6 +476,12 @@ mod tests {
         }
         assert!((cache.final_cell[0] - c).abs() < 1e-15);
         assert!((cache.final_state[0] - h).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_batch_split_over_the_cores_matches_one_sample_at_a_time() {
+        // 12 samples x 16 steps x 4·40² multiply-adds: above `PARALLEL_RECURRENCE` (2^20).
+        check_split_batch::<Lstm<16, 5, 40, f64>>(12, 7);
     }
 
     #[test]
