@@ -2,6 +2,7 @@
 
 use super::finite;
 use crate::error::LossError;
+use crate::kernels::parallel::join;
 use crate::{Float, Shape, Tensor};
 
 /// A target that is left out of the loss (PyTorch's `ignore_index`): its row contributes
@@ -53,39 +54,22 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
     match grad {
         Some(grad) => {
             grad.set_batch(logits.batch());
-            let g = grad.as_mut_slice();
-            // Three passes over the whole batch rather than one per row: with few classes a
-            // row is shorter than a vector register, and the exponentials of all rows in one
-            // loop vectorise. 1: g = x - max of its row.
-            for (x, g) in rows_in.zip(g.chunks_exact_mut(classes)) {
-                let max = x.iter().copied().fold(x[0], E::max);
-                for (g, x) in g.iter_mut().zip(x) {
-                    *g = *x - max;
-                }
-            }
-            // 2: g = e^g.
-            for g in g.iter_mut() {
-                *g = g.exp();
-            }
-            // 3: the loss log Σe^(x - max) - (x_t - max), and g = softmax / counted - onehot.
-            for ((g, x), &t) in g
-                .chunks_exact_mut(classes)
-                .zip(logits.as_slice().chunks_exact(classes))
-                .zip(targets)
-            {
-                if t == IGNORE {
-                    g.fill(E::ZERO);
-                    continue;
-                }
-                let sum: E = g.iter().copied().sum();
-                let max = x.iter().copied().fold(x[0], E::max);
-                total += sum.ln() + max - x[t];
-                let inverse = scale / sum;
-                for g in g.iter_mut() {
-                    *g *= inverse;
-                }
-                g[t] -= scale;
-            }
+            let (x, g) = (logits.as_slice(), grad.as_mut_slice());
+            total = if x.len() >= PARALLEL_VALUES && rows >= 2 {
+                // Rows are independent: half of them on each core, the two partial losses added.
+                let half = rows / 2;
+                let (x0, x1) = x.split_at(half * classes);
+                let (g0, g1) = g.split_at_mut(half * classes);
+                let (t0, t1) = targets.split_at(half);
+                let (mut first, mut second) = (E::ZERO, E::ZERO);
+                join(
+                    || first = rows_with_gradient(x0, g0, t0, classes, scale),
+                    || second = rows_with_gradient(x1, g1, t1, classes, scale),
+                );
+                first + second
+            } else {
+                rows_with_gradient(x, g, targets, classes, scale)
+            };
         }
         None => {
             for (x, &t) in rows_in.zip(targets).filter(|(_, &t)| t != IGNORE) {
@@ -98,10 +82,82 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
     finite(total * scale)
 }
 
+/// Logits (and gradients) of at least this many values are split over both cores.
+const PARALLEL_VALUES: usize = 1 << 15;
+
+/// The summed loss of the rows of `x` (`classes` wide), and their gradient `g` (softmax
+/// scaled by `scale`, minus `scale` at the target); rows whose target is `IGNORE` get zeros.
+fn rows_with_gradient<E: Float>(
+    x: &[E],
+    g: &mut [E],
+    targets: &[usize],
+    classes: usize,
+    scale: E,
+) -> E {
+    let mut total = E::ZERO;
+    // Three passes over all rows rather than one per row: with few classes a row is shorter
+    // than a vector register, and the exponentials of all rows in one loop vectorise.
+    // 1: g = x - max of its row.
+    for (x, g) in x.chunks_exact(classes).zip(g.chunks_exact_mut(classes)) {
+        let max = x.iter().copied().fold(x[0], E::max);
+        for (g, x) in g.iter_mut().zip(x) {
+            *g = *x - max;
+        }
+    }
+    // 2: g = e^g.
+    for g in g.iter_mut() {
+        *g = g.exp();
+    }
+    // 3: the loss log Σe^(x - max) - (x_t - max), and g = softmax / counted - onehot.
+    for ((g, x), &t) in g
+        .chunks_exact_mut(classes)
+        .zip(x.chunks_exact(classes))
+        .zip(targets)
+    {
+        if t == IGNORE {
+            g.fill(E::ZERO);
+            continue;
+        }
+        let sum: E = g.iter().copied().sum();
+        let max = x.iter().copied().fold(x[0], E::max);
+        total += sum.ln() + max - x[t];
+        let inverse = scale / sum;
+        for g in g.iter_mut() {
+            *g *= inverse;
+        }
+        g[t] -= scale;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Rank1, Rank2};
+
+    #[test]
+    fn a_batch_split_over_the_cores_matches_the_definition() {
+        // 300 rows of 128 logits: above `PARALLEL_VALUES`, so the rows are split in two.
+        let (rows, classes) = (300, 128);
+        let x: Vec<f64> = (0..rows * classes)
+            .map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 5.0)
+            .collect();
+        let targets: Vec<usize> = (0..rows).map(|r| (r * 37) % classes).collect();
+        let logits = Tensor::<Rank1<128>, f64>::from_vec(x.clone()).unwrap();
+        let mut grad = Tensor::zeros(rows);
+        let loss = softmax_cross_entropy(&logits, &targets, Some(&mut grad)).unwrap();
+        let mut expected = 0.0;
+        for (r, row) in x.chunks_exact(classes).enumerate() {
+            let sum: f64 = row.iter().map(|v| v.exp()).sum();
+            expected += sum.ln() - row[targets[r]];
+            for (j, v) in row.iter().enumerate() {
+                let onehot = if j == targets[r] { 1.0 } else { 0.0 };
+                let g = (v.exp() / sum - onehot) / rows as f64;
+                assert!((grad.sample(r)[j] - g).abs() < 1e-15, "row {r}, class {j}");
+            }
+        }
+        assert!((loss - expected / rows as f64).abs() < 1e-12);
+    }
 
     #[test]
     fn matches_the_definition_and_pytorch_values() {
