@@ -4,6 +4,7 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
+use crate::kernels::gemm::PackedRhs;
 use crate::kernels::matmul::OutputView;
 use crate::kernels::MatRef;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -59,6 +60,13 @@ pub trait Float:
         c: OutputView<'_, Self>,
         accumulate: bool,
     );
+    /// The packed matrix product with B packed beforehand (see `kernels::gemm::PackedRhs`).
+    fn prepacked_gemm(
+        a: MatRef<'_, Self>,
+        b: &PackedRhs<Self>,
+        c: OutputView<'_, Self>,
+        accumulate: bool,
+    );
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -67,7 +75,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $gemm:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
+    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -105,6 +113,9 @@ macro_rules! impl_float {
             }
             fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: OutputView<'_, Self>, accumulate: bool) {
                 $gemm(a, b, c, accumulate)
+            }
+            fn prepacked_gemm(a: MatRef<'_, Self>, b: &PackedRhs<Self>, c: OutputView<'_, Self>, accumulate: bool) {
+                $prepacked(a, b, c, accumulate)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -147,6 +158,7 @@ impl_float!(
     f32,
     F32,
     crate::kernels::gemm::gemm_f32,
+    crate::kernels::gemm::gemm_prepacked_f32,
     cfg!(target_arch = "x86_64"),
     crate::kernels::fast_math::exp,
     crate::kernels::fast_math::tanh
@@ -155,6 +167,7 @@ impl_float!(
     f64,
     F64,
     crate::kernels::gemm::gemm_generic::<f64>,
+    crate::kernels::gemm::gemm_prepacked_generic::<f64>,
     false,
     f64::exp,
     f64::tanh

@@ -69,15 +69,14 @@ pub fn gemm_generic<E: Float>(
             return;
         }
     }
-    blocked::<E, 4, 8>(
+    blocked::<E, 4, 8, _>(
         a,
-        b,
+        Rhs::Matrix(b, pack_b::<E, 8>),
         c,
         accumulate,
         |kc, a, b, c, row, col, add| {
             store_tile(&micro_kernel::<E, 4, 8, false>(kc, a, b), c, row, col, add)
         },
-        pack_b::<E, 8>,
     )
 }
 
@@ -89,15 +88,14 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
-    blocked::<E, MR, NR>(
+    blocked::<E, MR, NR, _>(
         a,
-        b,
+        Rhs::Matrix(b, pack_b::<E, NR>),
         c,
         accumulate,
         |kc, a, b, c, row, col, add| {
             store_tile(&micro_kernel::<E, MR, NR, true>(kc, a, b), c, row, col, add)
         },
-        pack_b::<E, NR>,
     )
 }
 
@@ -138,15 +136,19 @@ unsafe fn f32_avx2(
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    blocked::<f32, 6, 16>(
+    blocked::<f32, 6, 16, _>(
         a,
-        b,
-        c,
-        accumulate,
         // SAFETY (both closures): they only run inside `f32_avx2`, whose caller checked AVX2
         // and FMA.
+        Rhs::Matrix(
+            b,
+            |b: &MatRef<'_, f32>, pc, kc, jc, nc, out: &mut [f32]| unsafe {
+                avx2::pack_b_16(b, pc, kc, jc, nc, out)
+            },
+        ),
+        c,
+        accumulate,
         |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
-        |b, pc, kc, jc, nc, out| unsafe { avx2::pack_b_16(b, pc, kc, jc, nc, out) },
     )
 }
 
@@ -158,9 +160,9 @@ unsafe fn f32_avx512(
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    blocked::<f32, 8, 32>(
+    blocked::<f32, 8, 32, _>(
         a,
-        b,
+        Rhs::Matrix(b, pack_b::<f32, 32>),
         c,
         accumulate,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
@@ -168,31 +170,180 @@ unsafe fn f32_avx512(
             let tile = unsafe { avx512::kernel_8x32(kc, a, b) };
             store_tile(&tile, c, row, col, add)
         },
-        pack_b::<f32, 32>,
+    )
+}
+
+/// The depth of the packed panels of a product with `n` columns (see `KC_DEEP`).
+fn panel_depth(n: usize) -> usize {
+    if n <= DEEP_PANEL_COLUMNS {
+        KC_DEEP
+    } else {
+        KC_SHALLOW
+    }
+}
+
+/// The right operand of `blocked`: a matrix, packed block by block with `P` as the product
+/// goes, or panels packed beforehand.
+enum Rhs<'a, E, P> {
+    Matrix(MatRef<'a, E>, P),
+    Packed(&'a PackedRhs<E>),
+}
+
+impl<E, P> Rhs<'_, E, P> {
+    fn cols(&self) -> usize {
+        match self {
+            Rhs::Matrix(b, _) => b.cols,
+            Rhs::Packed(packed) => packed.cols,
+        }
+    }
+}
+
+/// Columns per panel of a [`PackedRhs`]: the AVX2 f32 micro-kernel's width, which the other
+/// kernels (f64, or no AVX2) use for prepacked operands too.
+const PACKED_NR: usize = 16;
+
+/// A right operand packed once for many products: a recurrent layer multiplies by the same
+/// `W_hhᵀ` at every time step, and packing it per step cost a tenth of W6's training step.
+///
+/// Holds exactly the panels the blocked product would copy B into (depth blocks of
+/// `panel_depth(cols)`, each all columns wide in 16-column panels), so a product reads them
+/// in place. Made once with its shape (the only allocation), refilled by [`pack`](Self::pack)
+/// whenever B changes.
+#[derive(Clone, Debug)]
+pub struct PackedRhs<E> {
+    panels: Vec<E>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<E: Float> PackedRhs<E> {
+    /// Room for a `rows x cols` B; the panels hold zeros until `pack`.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            panels: vec![E::ZERO; rows * cols.div_ceil(PACKED_NR) * PACKED_NR],
+            rows,
+            cols,
+        }
+    }
+
+    /// The shape of B, `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Packs `b`, which must have the shape given to `new`.
+    pub fn pack(&mut self, b: MatRef<'_, E>) {
+        assert!(
+            (b.rows, b.cols) == (self.rows, self.cols),
+            "PackedRhs: packing a {}x{} matrix into room for {}x{}",
+            b.rows,
+            b.cols,
+            self.rows,
+            self.cols
+        );
+        let depth = panel_depth(self.cols);
+        let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
+        let mut pc = 0;
+        while pc < self.rows {
+            let kc = depth.min(self.rows - pc);
+            pack_b::<E, PACKED_NR>(&b, pc, kc, 0, self.cols, &mut self.panels[pc * width..]);
+            pc += kc;
+        }
+    }
+
+    /// The panels of depth block `pc..pc + kc` from column `jc` on (`jc` a multiple of 16).
+    fn block(&self, pc: usize, jc: usize, kc: usize) -> &[E] {
+        let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
+        &self.panels[pc * width + jc * kc..]
+    }
+}
+
+/// `C = A · B` (or `C += A · B`) with B packed beforehand, in f32: the AVX2 micro-kernel
+/// where the CPU has AVX2 and FMA.
+pub fn gemm_prepacked_f32(
+    a: MatRef<'_, f32>,
+    b: &PackedRhs<f32>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            unsafe { f32_avx2_prepacked(a, b, c, accumulate) };
+            return;
+        }
+    }
+    gemm_prepacked_generic(a, b, c, accumulate)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_avx2_prepacked(
+    a: MatRef<'_, f32>,
+    b: &PackedRhs<f32>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
+    type Unused = fn(&MatRef<'_, f32>, usize, usize, usize, usize, &mut [f32]);
+    blocked::<f32, 6, PACKED_NR, Unused>(
+        a,
+        Rhs::Packed(b),
+        c,
+        accumulate,
+        // SAFETY: this closure only runs inside `f32_avx2_prepacked`, whose caller checked
+        // AVX2 and FMA.
+        |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
+    )
+}
+
+/// `C = A · B` (or `C += A · B`) with B packed beforehand, for any element type.
+pub fn gemm_prepacked_generic<E: Float>(
+    a: MatRef<'_, E>,
+    b: &PackedRhs<E>,
+    c: OutputView<'_, E>,
+    accumulate: bool,
+) {
+    type Unused<E> = fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]);
+    blocked::<E, 4, PACKED_NR, Unused<E>>(
+        a,
+        Rhs::Packed(b),
+        c,
+        accumulate,
+        |kc, a, b, c, row, col, add| {
+            store_tile(
+                &micro_kernel::<E, 4, PACKED_NR, true>(kc, a, b),
+                c,
+                row,
+                col,
+                add,
+            )
+        },
     )
 }
 
 /// The blocked product, for `MR x NR` register tiles computed by `kernel`.
 #[inline(always)]
-fn blocked<E: Float, const MR: usize, const NR: usize>(
+fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     a: MatRef<'_, E>,
-    b: MatRef<'_, E>,
+    b: Rhs<'_, E, P>,
     mut c: OutputView<'_, E>,
     accumulate: bool,
     kernel: impl Fn(usize, &[E], &[E], &mut OutputView<'_, E>, usize, usize, bool),
-    pack_b: impl Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
-) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let depth = if n <= DEEP_PANEL_COLUMNS {
-        KC_DEEP
-    } else {
-        KC_SHALLOW
-    };
+) where
+    P: Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
+{
+    let (m, k, n) = (a.rows, a.cols, b.cols());
+    let depth = panel_depth(n);
     // All rows of A are packed once per depth block and reused by every block of columns:
     // a convolution's weight (A) meets a very wide B, and repacking it per block of B cost
     // more than the packing of B itself.
     let a_len = m.div_ceil(MR) * MR * depth;
-    let b_len = NC.min(n.div_ceil(NR) * NR) * depth;
+    let b_len = match b {
+        Rhs::Matrix(..) => NC.min(n.div_ceil(NR) * NR) * depth,
+        Rhs::Packed(_) => 0,
+    };
     E::with_scratch(a_len + b_len, |scratch| {
         let (a_pack, b_pack) = scratch.split_at_mut(a_len);
         let mut pc = 0;
@@ -204,13 +355,19 @@ fn blocked<E: Float, const MR: usize, const NR: usize>(
             let mut jc = 0;
             while jc < n {
                 let nc = NC.min(n - jc);
-                pack_b(&b, pc, kc, jc, nc, b_pack);
+                let b_block: &[E] = match &b {
+                    Rhs::Matrix(b, pack_b) => {
+                        pack_b(b, pc, kc, jc, nc, b_pack);
+                        b_pack
+                    }
+                    Rhs::Packed(packed) => packed.block(pc, jc, kc),
+                };
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
                     let a_block = &a_pack[ic * kc..];
                     for jr in (0..nc).step_by(NR) {
-                        let b_panel = &b_pack[jr * kc..][..kc * NR];
+                        let b_panel = &b_block[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
                             let a_panel = &a_block[ir * kc..][..kc * MR];
                             // The tile's rows of C arrive while the kernel computes.

@@ -8,7 +8,7 @@
 
 use std::marker::PhantomData;
 
-use crate::kernels::gemm::reads_in_place;
+use crate::kernels::gemm::{reads_in_place, PackedRhs};
 use crate::kernels::parallel::join;
 use crate::kernels::vector::dot;
 use crate::Float;
@@ -359,6 +359,53 @@ fn axpy_block<E: Float, const W: usize>(
     }
 }
 
+/// `C = A · B`, or `C += A · B`, for a B packed beforehand (a weight used by many products,
+/// see [`PackedRhs`]). Large products are split by rows over both cores, sharing B's panels.
+pub fn matmul_prepacked<E: Float>(
+    a: MatRef<'_, E>,
+    b: &PackedRhs<E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let (b_rows, n) = b.shape();
+    assert!(
+        b_rows == k && c.rows == m && c.cols == n,
+        "matmul_prepacked: [{m}x{k}] · [{b_rows}x{n}] into [{}x{}]",
+        c.rows,
+        c.cols
+    );
+    assert!(
+        a.fits() && c.fits(),
+        "matmul_prepacked: a view reaches past its buffer"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        // An empty depth: let `matmul` clear C (or leave it) as for any product.
+        if k == 0 {
+            let empty = MatRef::row_major(&[], 0, n);
+            matmul(a, empty, c, accumulate);
+        }
+        return;
+    }
+    let out = OutputView::new(c);
+    if m * n * k >= PARALLEL_PRODUCT && m >= 16 {
+        let half = m / 2;
+        let (top, bottom) = out.split_rows(half);
+        let a_top = MatRef { rows: half, ..a };
+        let a_bottom = MatRef {
+            data: &a.data[half * a.row_stride..],
+            rows: m - half,
+            ..a
+        };
+        join(
+            || E::prepacked_gemm(a_top, b, top, accumulate),
+            || E::prepacked_gemm(a_bottom, b, bottom, accumulate),
+        );
+    } else {
+        E::prepacked_gemm(a, b, out, accumulate);
+    }
+}
+
 /// Loops for small products, picking the form whose inner loop is contiguous.
 fn small_matmul<E: Float>(
     a: MatRef<'_, E>,
@@ -470,6 +517,47 @@ mod tests {
                         (*x as f64 - 0.5 - y).abs() < tolerance,
                         "m={m} k={k} n={n} {ta} {tb}: {x} vs {y}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prepacked_products_match_the_naive_product() {
+        // Depth blocks (k > 512), partial panels, two blocks of columns with shallow panels
+        // (n = 900), rows split over the cores (m x n x k above 2^20), an empty depth.
+        for &(m, k, n) in &[
+            (5, 7, 3),
+            (16, 128, 128),
+            (13, 600, 37),
+            (40, 300, 900),
+            (3, 0, 5),
+        ] {
+            let a64 = values(m * k, 5.0);
+            let b64 = values(k * n, 6.0);
+            let a32: Vec<f32> = a64.iter().map(|v| *v as f32).collect();
+            let b32: Vec<f32> = b64.iter().map(|v| *v as f32).collect();
+            for transposed in [false, true] {
+                let expected = naive(
+                    &view(&a64[..], m, k, false),
+                    &view(&b64[..], k, n, transposed),
+                );
+                let mut packed = PackedRhs::new(k, n);
+                packed.pack(view(&b64[..], k, n, transposed));
+                let mut c = vec![0.25; m * n];
+                let out = MatMut::row_major(&mut c, m, n);
+                matmul_prepacked(view(&a64[..], m, k, false), &packed, out, true);
+                for (x, y) in c.iter().zip(&expected) {
+                    assert!((x - 0.25 - y).abs() < 1e-9, "f64 m={m} k={k} n={n}");
+                }
+                let mut packed = PackedRhs::new(k, n);
+                packed.pack(view(&b32[..], k, n, transposed));
+                let mut c = vec![0.0f32; m * n];
+                let out = MatMut::row_major(&mut c, m, n);
+                matmul_prepacked(view(&a32[..], m, k, false), &packed, out, false);
+                for (x, y) in c.iter().zip(&expected) {
+                    let tolerance = 1e-4 * (k as f64).sqrt().max(1.0);
+                    assert!((*x as f64 - y).abs() < tolerance, "f32 m={m} k={k} n={n}");
                 }
             }
         }

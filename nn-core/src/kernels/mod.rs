@@ -8,5 +8,6 @@ pub mod parallel;
 pub mod special;
 pub mod vector;
 
+pub use gemm::PackedRhs;
 pub use im2col::{col2im, im2col, ConvGeometry};
-pub use matmul::{matmul, MatMut, MatRef};
+pub use matmul::{matmul, matmul_prepacked, MatMut, MatRef};

@@ -1,7 +1,7 @@
 //! Elman recurrent layer with tanh, PyTorch's `nn.RNN`.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
     add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
@@ -58,6 +58,9 @@ pub struct RnnCache<E> {
     previous: Vec<E>,
     /// `[max_batch, H]`: the gradient reaching `h_{t-1}` from step `t`.
     carried_grad: Vec<E>,
+    /// `W_hhᵀ` packed for the forward's steps, `W_hh` for the backward's (once per pass).
+    packed_forward: PackedRhs<E>,
+    packed_backward: PackedRhs<E>,
     max_batch: usize,
 }
 
@@ -116,32 +119,30 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
             pre,
         );
         add_to_rows(pre, &self.bias_hh_l0);
-        let weight_hh = &self.weight_hh_l0;
+        cache
+            .packed_forward
+            .pack(MatRef::transposed(&self.weight_hh_l0, H, H));
+        let weight_hh_t = &cache.packed_forward;
         let y = &mut y[..batch * T * H];
         // Every sample's recurrence is its own: two halves of the batch run all their steps
         // on the two cores, one join per sequence instead of one per step.
         let (written, read) = ([(&mut *pre, T * H), (&mut *y, T * H)], [(&*start, H)]);
         split_samples(batch, T * H * H, written, read, |n, [pre, y], [start]| {
-            Self::recur(weight_hh, start, pre, y, n)
+            Self::recur(weight_hh_t, start, pre, y, n)
         });
         store_final_state(&mut cache.final_state, y, start, batch, T, H);
     }
 
     /// The `T` steps of the forward for `batch` samples: `a_t += h_{t-1} W_hhᵀ`, then
     /// `h_t = tanh(a_t)`, with `h_0 = start`.
-    fn recur(weight_hh: &[E], start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
+    fn recur(weight_hh_t: &PackedRhs<E>, start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
         for t in 0..T {
             let previous = if t == 0 {
                 MatRef::row_major(start, batch, H)
             } else {
                 step(y, batch, T, H, t - 1)
             };
-            matmul(
-                previous,
-                MatRef::transposed(weight_hh, H, H),
-                step_mut(pre, batch, T, H, t),
-                true,
-            );
+            matmul_prepacked(previous, weight_hh_t, step_mut(pre, batch, T, H, t), true);
             for b in 0..batch {
                 let at = (b * T + t) * H;
                 for (h, a) in y[at..at + H].iter_mut().zip(&pre[at..at + H]) {
@@ -154,7 +155,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
     /// The `T` steps of the backward for `batch` samples, from the last: `da_t` from `dy_t`
     /// and the gradient `later` reaching `h_t`, then `later = da_t W_hh`.
     fn backprop_steps(
-        weight_hh: &[E],
+        weight_hh: &PackedRhs<E>,
         dy: &[E],
         y: &[E],
         da: &mut [E],
@@ -175,9 +176,9 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
                 }
             }
             if t > 0 {
-                matmul(
+                matmul_prepacked(
                     step(da, batch, T, H, t),
-                    MatRef::row_major(weight_hh, H, H),
+                    weight_hh,
                     MatMut::row_major(later, batch, H),
                     false,
                 );
@@ -210,6 +211,8 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn
             pre: vec![E::ZERO; max_batch * T * H],
             previous: vec![E::ZERO; max_batch * T * H],
             carried_grad: vec![E::ZERO; max_batch * H],
+            packed_forward: PackedRhs::new(H, H),
+            packed_backward: PackedRhs::new(H, H),
             max_batch,
         }
     }
@@ -257,7 +260,10 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Rnn
         let start = &cache.start[..batch * H];
         let da = &mut cache.pre[..batch * T * H];
         let later = &mut cache.carried_grad[..batch * H];
-        let weight_hh = &self.weight_hh_l0;
+        cache
+            .packed_backward
+            .pack(MatRef::row_major(&self.weight_hh_l0, H, H));
+        let weight_hh = &cache.packed_backward;
         let (dy, y) = (&dy[..batch * T * H], &y[..batch * T * H]);
         let written = [(&mut *da, T * H), (&mut *later, H)];
         split_samples(
