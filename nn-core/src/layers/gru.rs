@@ -1,7 +1,7 @@
 //! Gated recurrent unit layer, PyTorch's `nn.GRU`.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
@@ -76,6 +76,10 @@ pub struct GruCache<E> {
     previous: Vec<E>,
     /// `[max_batch, H]`: the gradient reaching `h_{t-1}` from step `t`.
     carried_grad: Vec<E>,
+    /// `W_hhᵀ` packed for the forward's steps; the r and z rows of `W_hh`, and its n rows,
+    /// for the backward's (once per pass).
+    packed_forward: PackedRhs<E>,
+    packed_backward: [PackedRhs<E>; 2],
     max_batch: usize,
 }
 
@@ -135,7 +139,10 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             &self.bias_ih_l0,
             gates,
         );
-        let (weight_hh, bias_hh) = (&self.weight_hh_l0, &self.bias_hh_l0);
+        cache
+            .packed_forward
+            .pack(MatRef::transposed(&self.weight_hh_l0, 3 * H, H));
+        let (weight_hh_t, bias_hh) = (&cache.packed_forward, &self.bias_hh_l0);
         let y = &mut y[..batch * T * H];
         // Every sample's recurrence is its own: two halves of the batch run all their steps
         // on the two cores (see `split_samples`).
@@ -153,7 +160,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             [(&*start, H)],
             |n, written, [start]| {
                 let [gates, hidden_n, q, y] = written;
-                Self::recur(weight_hh, bias_hh, start, gates, hidden_n, q, y, n)
+                Self::recur(weight_hh_t, bias_hh, start, gates, hidden_n, q, y, n)
             },
         );
         store_final_state(&mut cache.final_state, y, start, batch, T, H);
@@ -163,7 +170,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
     /// kept `q_n`, and `h_t` into `y`; `q` is one step's `h_{t-1} W_hhᵀ + b_hh`.
     #[allow(clippy::too_many_arguments)]
     fn recur(
-        weight_hh: &[E],
+        weight_hh_t: &PackedRhs<E>,
         bias_hh: &[E],
         start: &[E],
         gates: &mut [E],
@@ -178,9 +185,9 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             } else {
                 step(y, batch, T, H, t - 1)
             };
-            matmul(
+            matmul_prepacked(
                 previous,
-                MatRef::transposed(weight_hh, 3 * H, H),
+                weight_hh_t,
                 MatMut::row_major(q, batch, 3 * H),
                 false,
             );
@@ -214,7 +221,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
     /// `dp` and `dq_n` of every step, and `later`, the gradient reaching `h_{t-1}`.
     #[allow(clippy::too_many_arguments)]
     fn backprop_steps(
-        weight_hh: &[E],
+        [w_rz, w_n]: &[PackedRhs<E>; 2],
         start: &[E],
         gates: &[E],
         hidden_n: &[E],
@@ -226,7 +233,6 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
         batch: usize,
     ) {
         later.fill(E::ZERO);
-        let (w_rz, w_n) = weight_hh.split_at(2 * H * H);
         for t in (0..T).rev() {
             for b in 0..batch {
                 let at = b * T + t;
@@ -256,15 +262,15 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
             }
             if t > 0 {
                 // g_{t-1} += dq_t W_hh, with dq_t = (dp_r, dp_z | dq_n) of this step.
-                matmul(
+                matmul_prepacked(
                     step_columns(dp, batch, T, 3 * H, 2 * H, t),
-                    MatRef::row_major(w_rz, 2 * H, H),
+                    w_rz,
                     MatMut::row_major(&mut *later, batch, H),
                     true,
                 );
-                matmul(
+                matmul_prepacked(
                     step(dq_n, batch, T, H, t),
-                    MatRef::row_major(w_n, H, H),
+                    w_n,
                     MatMut::row_major(&mut *later, batch, H),
                     true,
                 );
@@ -301,6 +307,8 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Gru
             hidden_n_grads: vec![E::ZERO; max_batch * T * H],
             previous: vec![E::ZERO; max_batch * T * H],
             carried_grad: vec![E::ZERO; max_batch * H],
+            packed_forward: PackedRhs::new(H, 3 * H),
+            packed_backward: [PackedRhs::new(2 * H, H), PackedRhs::new(H, H)],
             max_batch,
         }
     }
@@ -352,7 +360,11 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Gru
         let dp = &mut cache.gate_grads[..rows * 3 * H];
         let dq_n = &mut cache.hidden_n_grads[..rows * H];
         let later = &mut cache.carried_grad[..batch * H];
-        let weight_hh = &self.weight_hh_l0;
+        let (w_rz, w_n) = self.weight_hh_l0.split_at(2 * H * H);
+        let [packed_rz, packed_n] = &mut cache.packed_backward;
+        packed_rz.pack(MatRef::row_major(w_rz, 2 * H, H));
+        packed_n.pack(MatRef::row_major(w_n, H, H));
+        let weight_hh = &cache.packed_backward;
         let dy = &dy[..rows * H];
         let written = [(&mut *dp, T * 3 * H), (&mut *dq_n, T * H), (&mut *later, H)];
         let read = [

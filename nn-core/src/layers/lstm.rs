@@ -1,7 +1,7 @@
 //! Long short-term memory layer, PyTorch's `nn.LSTM`.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
@@ -78,6 +78,9 @@ pub struct LstmCache<E> {
     /// `[max_batch, H]` each: the gradients reaching `h_{t-1}` and `c_{t-1}` from step `t`.
     carried_grad: Vec<E>,
     carried_cell_grad: Vec<E>,
+    /// `W_hhᵀ` packed for the forward's steps, `W_hh` for the backward's (once per pass).
+    packed_forward: PackedRhs<E>,
+    packed_backward: PackedRhs<E>,
     max_batch: usize,
 }
 
@@ -139,7 +142,10 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
             gates,
         );
         add_to_rows(gates, &self.bias_hh_l0);
-        let weight_hh = &self.weight_hh_l0;
+        cache
+            .packed_forward
+            .pack(MatRef::transposed(&self.weight_hh_l0, 4 * H, H));
+        let weight_hh_t = &cache.packed_forward;
         let y = &mut y[..batch * T * H];
         // Every sample's recurrence is its own: two halves of the batch run all their steps
         // on the two cores (see `split_samples`).
@@ -152,7 +158,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
         split_samples(batch, T * 4 * H * H, written, read, |n, written, read| {
             let [gates, cells, y] = written;
             let [start_state, start_cell] = read;
-            Self::recur(weight_hh, start_state, start_cell, gates, cells, y, n)
+            Self::recur(weight_hh_t, start_state, start_cell, gates, cells, y, n)
         });
         store_final_state(&mut cache.final_state, y, start_state, batch, T, H);
         store_final_state(&mut cache.final_cell, cells, start_cell, batch, T, H);
@@ -161,7 +167,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
     /// The `T` steps of the forward for `batch` samples from `(h_0, c_0)`: the activated
     /// gates, the cells and `h_t` into `y`.
     fn recur(
-        weight_hh: &[E],
+        weight_hh_t: &PackedRhs<E>,
         start_state: &[E],
         start_cell: &[E],
         gates: &mut [E],
@@ -175,9 +181,9 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
             } else {
                 step(y, batch, T, H, t - 1)
             };
-            matmul(
+            matmul_prepacked(
                 previous,
-                MatRef::transposed(weight_hh, 4 * H, H),
+                weight_hh_t,
                 step_mut(gates, batch, T, 4 * H, t),
                 true,
             );
@@ -212,7 +218,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
     /// and `c_{t-1}`.
     #[allow(clippy::too_many_arguments)]
     fn backprop_steps(
-        weight_hh: &[E],
+        weight_hh: &PackedRhs<E>,
         start_cell: &[E],
         gates: &[E],
         cells: &[E],
@@ -254,9 +260,9 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
                 }
             }
             if t > 0 {
-                matmul(
+                matmul_prepacked(
                     step(da, batch, T, 4 * H, t),
-                    MatRef::row_major(weight_hh, 4 * H, H),
+                    weight_hh,
                     MatMut::row_major(later, batch, H),
                     false,
                 );
@@ -295,6 +301,8 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
             previous: vec![E::ZERO; max_batch * T * H],
             carried_grad: vec![E::ZERO; max_batch * H],
             carried_cell_grad: vec![E::ZERO; max_batch * H],
+            packed_forward: PackedRhs::new(H, 4 * H),
+            packed_backward: PackedRhs::new(4 * H, H),
             max_batch,
         }
     }
@@ -346,7 +354,10 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Module<E> for Lst
         let da = &mut cache.gate_grads[..batch * T * 4 * H];
         let later = &mut cache.carried_grad[..batch * H];
         let later_cell = &mut cache.carried_cell_grad[..batch * H];
-        let weight_hh = &self.weight_hh_l0;
+        cache
+            .packed_backward
+            .pack(MatRef::row_major(&self.weight_hh_l0, 4 * H, H));
+        let weight_hh = &cache.packed_backward;
         let dy = &dy[..batch * T * H];
         let written = [
             (&mut *da, T * 4 * H),
