@@ -12,8 +12,10 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long either side spins before sleeping: jobs arrive in bursts during a training step,
-/// and waking a sleeping thread costs several microseconds.
-const SPIN: Duration = Duration::from_micros(50);
+/// and waking a sleeping thread costs several microseconds. The serial stretches between the
+/// parallel products of a small CNN last 50-200 µs: spinning 50 µs let the worker fall asleep
+/// between most of them, and 200 µs took LeNet's training step (W3) from 9-10 to 7-7.5 ms.
+const SPIN: Duration = Duration::from_micros(200);
 
 /// A job handed to the worker: a type- and lifetime-erased `&mut dyn FnMut()`.
 struct JobPtr(*mut (dyn FnMut() + Send + 'static));
