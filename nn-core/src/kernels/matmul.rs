@@ -312,18 +312,7 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
             );
         } else if work >= PARALLEL_PRODUCT && m >= 16 {
             // Tall: split the rows of A and C.
-            let half = m / 2;
-            let (top, bottom) = out.split_rows(half);
-            let a_top = MatRef { rows: half, ..a };
-            let a_bottom = MatRef {
-                data: &a.data[half * a.row_stride..],
-                rows: m - half,
-                ..a
-            };
-            join(
-                || E::packed_gemm(a_top, b, top, accumulate),
-                || E::packed_gemm(a_bottom, b, bottom, accumulate),
-            );
+            by_row_halves(a, out, |a, c| E::packed_gemm(a, b, c, accumulate));
         } else {
             E::packed_gemm(a, b, out, accumulate);
         }
@@ -389,21 +378,27 @@ pub fn matmul_prepacked<E: Float>(
     }
     let out = OutputView::new(c);
     if m * n * k >= PARALLEL_PRODUCT && m >= 16 {
-        let half = m / 2;
-        let (top, bottom) = out.split_rows(half);
-        let a_top = MatRef { rows: half, ..a };
-        let a_bottom = MatRef {
-            data: &a.data[half * a.row_stride..],
-            rows: m - half,
-            ..a
-        };
-        join(
-            || E::prepacked_gemm(a_top, b, top, accumulate),
-            || E::prepacked_gemm(a_bottom, b, bottom, accumulate),
-        );
+        by_row_halves(a, out, |a, c| E::prepacked_gemm(a, b, c, accumulate));
     } else {
         E::prepacked_gemm(a, b, out, accumulate);
     }
+}
+
+/// Runs `product` on the top and on the bottom half of the rows of A and C, one per core.
+fn by_row_halves<E: Float>(
+    a: MatRef<'_, E>,
+    out: OutputView<'_, E>,
+    product: impl Fn(MatRef<'_, E>, OutputView<'_, E>) + Sync,
+) {
+    let half = a.rows / 2;
+    let (top, bottom) = out.split_rows(half);
+    let a_top = MatRef { rows: half, ..a };
+    let a_bottom = MatRef {
+        data: &a.data[half * a.row_stride..],
+        rows: a.rows - half,
+        ..a
+    };
+    join(|| product(a_top, top), || product(a_bottom, bottom));
 }
 
 /// Loops for small products, picking the form whose inner loop is contiguous.
@@ -481,6 +476,14 @@ mod tests {
         }
     }
 
+    /// A and B of the given lengths in f64 (from `seed` and `seed + 1`) and rounded to f32.
+    fn operands(a_len: usize, b_len: usize, seed: f64) -> (Vec<f64>, Vec<f64>, Vec<f32>, Vec<f32>) {
+        let (a, b) = (values(a_len, seed), values(b_len, seed + 1.0));
+        let narrow = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+        let (a32, b32) = (narrow(&a), narrow(&b));
+        (a, b, a32, b32)
+    }
+
     #[test]
     fn f32_products_match_f64_in_every_form_and_size() {
         for &(m, k, n) in &[
@@ -497,10 +500,7 @@ mod tests {
             // Few rows: dot products at any size.
             (2, 700, 300),
         ] {
-            let a64 = values(m * k, 3.0);
-            let b64 = values(k * n, 4.0);
-            let a32: Vec<f32> = a64.iter().map(|v| *v as f32).collect();
-            let b32: Vec<f32> = b64.iter().map(|v| *v as f32).collect();
+            let (a64, b64, a32, b32) = operands(m * k, k * n, 3.0);
             let forms = [(false, false), (true, true), (false, true), (true, false)];
             for (ta, tb) in forms {
                 let expected = naive(&view(&a64[..], m, k, ta), &view(&b64[..], k, n, tb));
@@ -533,10 +533,7 @@ mod tests {
             (40, 300, 900),
             (3, 0, 5),
         ] {
-            let a64 = values(m * k, 5.0);
-            let b64 = values(k * n, 6.0);
-            let a32: Vec<f32> = a64.iter().map(|v| *v as f32).collect();
-            let b32: Vec<f32> = b64.iter().map(|v| *v as f32).collect();
+            let (a64, b64, a32, b32) = operands(m * k, k * n, 5.0);
             for transposed in [false, true] {
                 let expected = naive(
                     &view(&a64[..], m, k, false),

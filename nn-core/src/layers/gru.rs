@@ -5,8 +5,8 @@ use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, split_samples, step, step_columns,
-    store_final_state, Recurrent,
+    add_to_rows, check_batch, previous_states, sample_state_before, split_samples, states_before,
+    step, step_columns, store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -180,11 +180,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
         batch: usize,
     ) {
         for t in 0..T {
-            let previous = if t == 0 {
-                MatRef::row_major(start, batch, H)
-            } else {
-                step(y, batch, T, H, t - 1)
-            };
+            let previous = states_before(start, y, batch, T, H, t);
             matmul_prepacked(
                 previous,
                 weight_hh_t,
@@ -236,11 +232,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Gru<T, D, H, E> {
         for t in (0..T).rev() {
             for b in 0..batch {
                 let at = b * T + t;
-                let h_prev = if t == 0 {
-                    &start[b * H..(b + 1) * H]
-                } else {
-                    &y[(at - 1) * H..at * H]
-                };
+                let h_prev = sample_state_before(start, y, b, T, H, t);
                 let row = &gates[at * 3 * H..(at + 1) * 3 * H];
                 let (r, z, n) = (&row[..H], &row[H..2 * H], &row[2 * H..]);
                 let q_n = &hidden_n[at * H..(at + 1) * H];

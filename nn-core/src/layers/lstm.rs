@@ -5,8 +5,8 @@ use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::activation::{Pointwise, SigmoidFn};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
-    Recurrent,
+    add_to_rows, check_batch, previous_states, sample_state_before, split_samples, states_before,
+    step, step_mut, store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -176,11 +176,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
         batch: usize,
     ) {
         for t in 0..T {
-            let previous = if t == 0 {
-                MatRef::row_major(start_state, batch, H)
-            } else {
-                step(y, batch, T, H, t - 1)
-            };
+            let previous = states_before(start_state, y, batch, T, H, t);
             matmul_prepacked(
                 previous,
                 weight_hh_t,
@@ -233,11 +229,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Lstm<T, D, H, E> 
         for t in (0..T).rev() {
             for b in 0..batch {
                 let at = b * T + t;
-                let c_prev = if t == 0 {
-                    &start_cell[b * H..(b + 1) * H]
-                } else {
-                    &cells[(at - 1) * H..at * H]
-                };
+                let c_prev = sample_state_before(start_cell, cells, b, T, H, t);
                 let c = &cells[at * H..(at + 1) * H];
                 let row = &gates[at * 4 * H..(at + 1) * 4 * H];
                 let (i, f, g, o) = (&row[..H], &row[H..2 * H], &row[2 * H..3 * H], &row[3 * H..]);

@@ -4,8 +4,8 @@ use crate::init::{fan_in_uniform, Rng};
 use crate::kernels::{matmul, matmul_prepacked, MatMut, MatRef, PackedRhs};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
 use crate::layers::sequence::{
-    add_to_rows, check_batch, previous_states, split_samples, step, step_mut, store_final_state,
-    Recurrent,
+    add_to_rows, check_batch, previous_states, split_samples, states_before, step, step_mut,
+    store_final_state, Recurrent,
 };
 use crate::module::Module;
 use crate::{Float, Rank2, Tensor};
@@ -137,11 +137,7 @@ impl<const T: usize, const D: usize, const H: usize, E: Float> Rnn<T, D, H, E> {
     /// `h_t = tanh(a_t)`, with `h_0 = start`.
     fn recur(weight_hh_t: &PackedRhs<E>, start: &[E], pre: &mut [E], y: &mut [E], batch: usize) {
         for t in 0..T {
-            let previous = if t == 0 {
-                MatRef::row_major(start, batch, H)
-            } else {
-                step(y, batch, T, H, t - 1)
-            };
+            let previous = states_before(start, y, batch, T, H, t);
             matmul_prepacked(previous, weight_hh_t, step_mut(pre, batch, T, H, t), true);
             for b in 0..batch {
                 let at = (b * T + t) * H;

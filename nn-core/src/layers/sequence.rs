@@ -48,6 +48,41 @@ pub(crate) fn check_batch(layer: &str, batch: usize, max_batch: usize) {
     );
 }
 
+/// The state every sample starts step `t` from, `[batch, width]`: `start` (`h_0`) at step 0,
+/// else step `t - 1` of `sequence` (`[batch, steps, width]`, the states so far).
+pub(crate) fn states_before<'a, E>(
+    start: &'a [E],
+    sequence: &'a [E],
+    batch: usize,
+    steps: usize,
+    width: usize,
+    t: usize,
+) -> MatRef<'a, E> {
+    if t == 0 {
+        MatRef::row_major(start, batch, width)
+    } else {
+        step(sequence, batch, steps, width, t - 1)
+    }
+}
+
+/// The state sample `b` starts step `t` from: row `b` of `start` at step 0, else its step
+/// `t - 1` in `sequence` (`[batch, steps, width]`).
+pub(crate) fn sample_state_before<'a, E>(
+    start: &'a [E],
+    sequence: &'a [E],
+    b: usize,
+    steps: usize,
+    width: usize,
+    t: usize,
+) -> &'a [E] {
+    if t == 0 {
+        &start[b * width..(b + 1) * width]
+    } else {
+        let at = b * steps + t;
+        &sequence[(at - 1) * width..at * width]
+    }
+}
+
 /// Time step `t` of every sample of a `[batch, steps, width]` buffer: a `[batch, width]` view.
 pub(crate) fn step<E>(
     data: &[E],
