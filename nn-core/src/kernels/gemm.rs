@@ -720,18 +720,21 @@ fn pack_a<E: Float, const MR: usize>(
     kc: usize,
     out: &mut [E],
 ) {
-    for (panel, rows) in (0..mc).step_by(MR).enumerate() {
+    let full_panels = if a.row_stride == 1 { mc / MR } else { 0 };
+    if full_panels > 0 {
+        // A is a transpose (`dYᵀ X` in a backward): one depth step of all the panels is one
+        // contiguous stretch of memory. Read it once, front to back, and deal it out (read
+        // panel by panel instead, a tall dY was fetched from L3 once per panel).
+        for p in 0..kc {
+            let src = &a.data[ic + (pc + p) * a.col_stride..][..full_panels * MR];
+            for (panel, values) in src.chunks_exact(MR).enumerate() {
+                out[panel * MR * kc + p * MR..][..MR].copy_from_slice(values);
+            }
+        }
+    }
+    for (panel, rows) in (0..mc).step_by(MR).enumerate().skip(full_panels) {
         let dst = &mut out[panel * MR * kc..][..MR * kc];
         let valid = MR.min(mc - rows);
-        if a.row_stride == 1 && valid == MR {
-            // A is a transpose (`dYᵀ X` in a backward): the panel's rows at one depth are
-            // contiguous, so each depth step is one copy.
-            for (p, dst) in dst.chunks_exact_mut(MR).enumerate() {
-                let start = ic + rows + (pc + p) * a.col_stride;
-                dst.copy_from_slice(&a.data[start..start + MR]);
-            }
-            continue;
-        }
         if a.col_stride == 1 && valid == MR {
             // A is row-major (a weight): the panel's rows are read side by side, front to back.
             let rows: [&[E]; MR] =
