@@ -561,8 +561,9 @@ mod avx2 {
 
     /// A 6 x 16 tile of `A_panel · B_panel` over depth `kc`, written (or added) into C at
     /// `(row, col)`: 12 ymm accumulators, two B vectors and one broadcast of A per row and
-    /// depth step (15 of the 16 registers). A whole tile goes from the registers straight
-    /// into C; a tile at C's edge goes through `store_tile`.
+    /// depth step (15 of the 16 registers). The tile goes from the registers straight into
+    /// C, its rows past C's last dropped; a tile cut by C's last column goes through
+    /// `store_tile`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16(
         kc: usize,
@@ -589,10 +590,10 @@ mod avx2 {
                 acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
             }
         }
-        if let Some(rows) = c.row_block::<6>(row, col, 16) {
-            for (out, acc) in rows.into_iter().zip(acc) {
-                // SAFETY: `row_block` checked that all 6 rows of 16 contiguous floats lie in
-                // C, and nothing else touches C while the pointers are used.
+        if let Some((rows, valid)) = c.row_block::<6>(row, col, 16) {
+            for (out, acc) in rows.into_iter().zip(acc).take(valid) {
+                // SAFETY: `row_block` checked that these `valid` rows of 16 contiguous floats
+                // lie in C, and nothing else touches C while the pointers are used.
                 unsafe {
                     let (lo, hi) = (out, out.add(8));
                     if add {

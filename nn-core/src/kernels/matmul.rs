@@ -142,8 +142,9 @@ impl<'a, E: Copy> OutputView<'a, E> {
         Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride + j), len) })
     }
 
-    /// Pointers to `(i, j)` and the `R - 1` rows below it, each the start of `len` contiguous
-    /// elements, when that whole block lies inside the view and its columns are contiguous.
+    /// Pointers to `(i, j)` and the rows below it, up to `R` rows or the view's last, each the
+    /// start of `len` contiguous elements, with how many rows there are (the other pointers
+    /// must not be used): when the columns `j..j + len` lie inside the view and are contiguous.
     /// The rows are distinct, so the blocks behind the pointers never overlap; they stay valid
     /// while the view is not used otherwise.
     #[inline(always)]
@@ -152,13 +153,16 @@ impl<'a, E: Copy> OutputView<'a, E> {
         i: usize,
         j: usize,
         len: usize,
-    ) -> Option<[*mut E; R]> {
-        if self.col_stride != 1 || i + R > self.rows || j + len > self.cols {
+    ) -> Option<([*mut E; R], usize)> {
+        if self.col_stride != 1 || i >= self.rows || j + len > self.cols {
             return None;
         }
-        Some(std::array::from_fn(|r| {
-            self.ptr.wrapping_add((i + r) * self.row_stride + j)
-        }))
+        let rows = R.min(self.rows - i);
+        let pointers = std::array::from_fn(|r| {
+            self.ptr
+                .wrapping_add((i + r.min(rows - 1)) * self.row_stride + j)
+        });
+        Some((pointers, rows))
     }
 
     /// Asks the CPU to bring the rows `i..i + rows` of columns `j..j + len` into cache (a
