@@ -35,7 +35,6 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::init::Rng;
 use nn::loss::IGNORE;
-use nn::optim::clip_grad_norm;
 use nn::prelude::*;
 use nn::train::{Tbptt, TrainError};
 
@@ -85,13 +84,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    lm::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
@@ -161,7 +154,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let bar = ProgressBar::new(updates as u64)
             .with_style(style.clone())
             .with_prefix(epoch.to_string());
-        let (mut total, mut recent, mut recent_count, mut clipped) = (0.0, 0.0, 0, 0);
+        let mut losses = lm::EpochLosses::new(epoch, updates);
         for update in 0..updates {
             update_number += 1;
             let progress = (update_number - 1) as f32 / total_updates;
@@ -184,33 +177,19 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     };
                 }
             }
-            ws.forward(&mut net, &x);
-            let loss = ws
-                .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
-                .map_err(|source| lm::stopped(epoch, update_number, source))?;
-            ws.backward(&net);
-            let norm = clip_grad_norm(&net, ws.grads_mut(), MAX_GRAD_NORM);
-            if !norm.is_finite() {
-                return Err(format!(
-                    "training stopped in epoch {epoch}: update {update_number}: the gradient \
-                     norm is {norm} (the loss was {loss})"
-                )
-                .into());
-            }
-            clipped += usize::from(norm > MAX_GRAD_NORM);
-            optimizer.step(&mut net, ws.grads());
-            ws.zero_grads();
+            let step = (epoch, update_number);
+            let result = lm::update(
+                &mut net,
+                &mut ws,
+                &mut optimizer,
+                &x,
+                &targets,
+                MAX_GRAD_NORM,
+                step,
+            )?;
             // The next window starts k1 steps into this one, from the state reached there.
             ws.carry_over(&net, k1);
-            total += loss;
-            (recent, recent_count) = (recent + loss, recent_count + 1);
-            if recent_count == 10 || update + 1 == updates {
-                let at = (epoch - 1) as f32 + (update + 1) as f32 / updates as f32;
-                train_curve.push((at, recent / recent_count as f32));
-                bar.set_message(format!("loss {:.3}", recent / recent_count as f32));
-                (recent, recent_count) = (0.0, 0);
-            }
-            bar.inc(1);
+            losses.add(result, update, &mut train_curve, &bar);
         }
         ws.clear_state(&net);
         bar.finish_and_clear();
@@ -220,10 +199,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         validation_curve.push((epoch as f32, validation_loss as f32));
         println!(
             "epoch {epoch:>2}: train loss {:.3}, validation loss {validation_loss:.3} nats/char \
-             ({updates} updates of {} x {k1} characters, {clipped} clipped; {train_time:.1} s \
+             ({updates} updates of {} x {k1} characters, {} clipped; {train_time:.1} s \
              training, {:.1} s with validation)",
-            total / updates as f32,
+            losses.mean(),
             args.batch,
+            losses.clipped,
             epoch_start.elapsed().as_secs_f32()
         );
         // Rewritten after every epoch, so that an interrupted run keeps its curves.

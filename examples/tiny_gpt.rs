@@ -50,7 +50,6 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::init::Rng;
 use nn::loss::IGNORE;
-use nn::optim::clip_grad_norm;
 use nn::prelude::*;
 
 network! {
@@ -111,13 +110,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    lm::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
@@ -179,7 +172,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let bar = ProgressBar::new(updates as u64)
             .with_style(style.clone())
             .with_prefix(epoch.to_string());
-        let (mut total, mut recent, mut recent_count, mut clipped) = (0.0, 0.0, 0, 0);
+        let mut losses = lm::EpochLosses::new(epoch, updates);
         for update in 0..updates {
             update_number += 1;
             optimizer.learning_rate =
@@ -194,31 +187,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 }
                 targets[s * STEPS..(s + 1) * STEPS].copy_from_slice(&window[1..]);
             }
-            ws.forward(&mut net, &x);
-            let loss = ws
-                .loss(|y, dy| softmax_cross_entropy(y, &targets, Some(dy)))
-                .map_err(|source| lm::stopped(epoch, update_number, source))?;
-            ws.backward(&net);
-            let norm = clip_grad_norm(&net, ws.grads_mut(), MAX_GRAD_NORM);
-            if !norm.is_finite() {
-                return Err(format!(
-                    "training stopped in epoch {epoch}: update {update_number}: the gradient \
-                     norm is {norm} (the loss was {loss})"
-                )
-                .into());
-            }
-            clipped += usize::from(norm > MAX_GRAD_NORM);
-            optimizer.step(&mut net, ws.grads());
-            ws.zero_grads();
-            total += loss;
-            (recent, recent_count) = (recent + loss, recent_count + 1);
-            if recent_count == 10 || update + 1 == updates {
-                let at = (epoch - 1) as f32 + (update + 1) as f32 / updates as f32;
-                train_curve.push((at, recent / recent_count as f32));
-                bar.set_message(format!("loss {:.3}", recent / recent_count as f32));
-                (recent, recent_count) = (0.0, 0);
-            }
-            bar.inc(1);
+            let step = (epoch, update_number);
+            let result = lm::update(
+                &mut net,
+                &mut ws,
+                &mut optimizer,
+                &x,
+                &targets,
+                MAX_GRAD_NORM,
+                step,
+            )?;
+            losses.add(result, update, &mut train_curve, &bar);
         }
         bar.finish_and_clear();
         let train_time = epoch_start.elapsed().as_secs_f32();
@@ -227,10 +206,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         validation_curve.push((epoch as f32, validation_loss as f32));
         println!(
             "epoch {epoch:>2}: train loss {:.3}, validation loss {validation_loss:.3} nats/char \
-             ({updates} updates of {} x {STEPS} characters, {clipped} clipped, learning rate \
+             ({updates} updates of {} x {STEPS} characters, {} clipped, learning rate \
              now {:.2e}; {train_time:.1} s training, {:.1} s with validation)",
-            total / updates as f32,
+            losses.mean(),
             args.batch,
+            losses.clipped,
             optimizer.learning_rate,
             epoch_start.elapsed().as_secs_f32()
         );

@@ -1,17 +1,32 @@
 //! Helpers of the character-level language models (`char_rnn`, `tiny_gpt`), included with
 //! `#[path = "common/lm.rs"] mod lm;`: drawing from the seeded generator, sampling the next
-//! character, the prompt of the final sample, the error that stops training and the plot of
-//! the loss curves (which needs `#[path = "common/plot.rs"] mod plot;` beside this module).
+//! character, the prompt of the final sample, one training update and the bookkeeping of an
+//! epoch's losses, the error that stops training and the plot of the loss curves (which needs `#[path = "common/plot.rs"] mod plot;` beside this module).
 
 // Each example uses only part of this file.
 #![allow(dead_code)]
 
 use std::error::Error;
 use std::path::Path;
+use std::process::ExitCode;
 
+use indicatif::ProgressBar;
 use nn::data::text::{self, Vocabulary};
 use nn::init::Rng;
+use nn::optim::clip_grad_norm;
+use nn::prelude::*;
 use nn::train::TrainError;
+
+/// The process's exit code for the result of an example's `run`, printing its error.
+pub fn exit_code(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// An index drawn with probability `softmax(logits / temperature)`.
 pub fn sample_softmax(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
@@ -58,6 +73,87 @@ pub fn prime_before_blank_line(text: &[usize], newline: usize) -> Vec<usize> {
 pub fn stopped(epoch: usize, update: usize, source: nn::LossError) -> String {
     let error = TrainError::Loss { update, source };
     format!("training stopped in epoch {epoch}: {error}")
+}
+
+/// One update of a language model on the batch `x` with its next-character `targets`:
+/// forward, mean cross-entropy, backward, the gradient's norm clipped to `max_norm`, an optimizer
+/// step, gradients cleared. Returns the loss and whether the gradient was clipped. A NaN or
+/// infinite loss or gradient norm stops training with an error naming `(epoch, update)`.
+pub fn update<M: Module<f32>>(
+    net: &mut M,
+    ws: &mut Workspace<M>,
+    optimizer: &mut impl Optimizer<f32>,
+    x: &Tensor<M::Input>,
+    targets: &[usize],
+    max_norm: f32,
+    (epoch, update): (usize, usize),
+) -> Result<(f32, bool), String> {
+    ws.forward(net, x);
+    let loss = ws
+        .loss(|y, dy| softmax_cross_entropy(y, targets, Some(dy)))
+        .map_err(|source| stopped(epoch, update, source))?;
+    ws.backward(net);
+    let norm = clip_grad_norm(net, ws.grads_mut(), max_norm);
+    if !norm.is_finite() {
+        return Err(format!(
+            "training stopped in epoch {epoch}: update {update}: the gradient norm is {norm} \
+             (the loss was {loss})"
+        ));
+    }
+    optimizer.step(net, ws.grads());
+    ws.zero_grads();
+    Ok((loss, norm > max_norm))
+}
+
+/// The training losses of one epoch: their mean for the epoch's line, the mean of every 10
+/// for the loss curve and the progress bar, and how many updates were clipped.
+pub struct EpochLosses {
+    epoch: usize,
+    updates: usize,
+    total: f32,
+    recent: f32,
+    recent_count: usize,
+    pub clipped: usize,
+}
+
+impl EpochLosses {
+    pub fn new(epoch: usize, updates: usize) -> Self {
+        Self {
+            epoch,
+            updates,
+            total: 0.0,
+            recent: 0.0,
+            recent_count: 0,
+            clipped: 0,
+        }
+    }
+
+    /// Adds the loss of update `update` (counted from 0 in the epoch); every 10 updates and at
+    /// the epoch's end their mean goes onto `curve`, at the fractional epoch, and onto `bar`.
+    pub fn add(
+        &mut self,
+        (loss, clipped): (f32, bool),
+        update: usize,
+        curve: &mut Vec<(f32, f32)>,
+        bar: &ProgressBar,
+    ) {
+        self.total += loss;
+        self.clipped += usize::from(clipped);
+        (self.recent, self.recent_count) = (self.recent + loss, self.recent_count + 1);
+        if self.recent_count == 10 || update + 1 == self.updates {
+            let mean = self.recent / self.recent_count as f32;
+            let at = (self.epoch - 1) as f32 + (update + 1) as f32 / self.updates as f32;
+            curve.push((at, mean));
+            bar.set_message(format!("loss {mean:.3}"));
+            (self.recent, self.recent_count) = (0.0, 0);
+        }
+        bar.inc(1);
+    }
+
+    /// The mean training loss of the epoch.
+    pub fn mean(&self) -> f32 {
+        self.total / self.updates as f32
+    }
 }
 
 /// Draws the training loss (means of 10 updates), the validation loss after each epoch and the

@@ -49,13 +49,11 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
         return Err(LossError::EmptyBatch);
     }
     let scale = E::ONE / E::from_f64(counted as f64);
-    let mut total = E::ZERO;
-    let rows_in = logits.as_slice().chunks_exact(classes);
-    match grad {
+    let total = match grad {
         Some(grad) => {
             grad.set_batch(logits.batch());
             let (x, g) = (logits.as_slice(), grad.as_mut_slice());
-            total = if x.len() >= PARALLEL_VALUES && rows >= 2 {
+            if x.len() >= PARALLEL_VALUES && rows >= 2 {
                 // Rows are independent: half of them on each core, the two partial losses added.
                 let half = rows / 2;
                 let (x0, x1) = x.split_at(half * classes);
@@ -69,16 +67,19 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
                 first + second
             } else {
                 rows_with_gradient(x, g, targets, classes, scale)
-            };
-        }
-        None => {
-            for (x, &t) in rows_in.zip(targets).filter(|(_, &t)| t != IGNORE) {
-                let max = x.iter().copied().fold(x[0], E::max);
-                let sum: E = x.iter().map(|v| (*v - max).exp()).sum();
-                total += sum.ln() + max - x[t];
             }
         }
-    }
+        None => logits
+            .as_slice()
+            .chunks_exact(classes)
+            .zip(targets)
+            .filter(|(_, &t)| t != IGNORE)
+            .fold(E::ZERO, |total, (x, &t)| {
+                let max = x.iter().copied().fold(x[0], E::max);
+                let sum: E = x.iter().map(|v| (*v - max).exp()).sum();
+                total + (sum.ln() + max - x[t])
+            }),
+    };
     finite(total * scale)
 }
 
