@@ -173,13 +173,17 @@ unsafe fn f32_avx512(
     )
 }
 
-/// The depth of the packed panels of a product with `n` columns (see `KC_DEEP`).
-fn panel_depth(n: usize) -> usize {
-    if n <= DEEP_PANEL_COLUMNS {
+/// The depth of the packed panels of a product of depth `k` with `n` columns: at most
+/// `KC_DEEP` or `KC_SHALLOW` (see `KC_DEEP`), and the same for every block, so that no block
+/// is a thin remainder (a depth of 576 runs as 3 x 192, not 256 + 256 + 64, where the last
+/// block loads and stores C for a quarter of the work).
+fn panel_depth(k: usize, n: usize) -> usize {
+    let most = if n <= DEEP_PANEL_COLUMNS {
         KC_DEEP
     } else {
         KC_SHALLOW
-    }
+    };
+    k.div_ceil(k.div_ceil(most).max(1)).max(1)
 }
 
 /// The right operand of `blocked`: a matrix, packed block by block with `P` as the product
@@ -206,7 +210,7 @@ const PACKED_NR: usize = 16;
 /// `W_hhᵀ` at every time step, and packing it per step cost a tenth of W6's training step.
 ///
 /// Holds exactly the panels the blocked product would copy B into (depth blocks of
-/// `panel_depth(cols)`, each all columns wide in 16-column panels), so a product reads them
+/// `panel_depth(rows, cols)`, each all columns wide in 16-column panels), so a product reads them
 /// in place. Made once with its shape (the only allocation), refilled by [`pack`](Self::pack)
 /// whenever B changes.
 #[derive(Clone, Debug)]
@@ -241,7 +245,7 @@ impl<E: Float> PackedRhs<E> {
             self.rows,
             self.cols
         );
-        let depth = panel_depth(self.cols);
+        let depth = panel_depth(self.rows, self.cols);
         let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
         let mut pc = 0;
         while pc < self.rows {
@@ -335,7 +339,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     P: Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
 {
     let (m, k, n) = (a.rows, a.cols, b.cols());
-    let depth = panel_depth(n);
+    let depth = panel_depth(k, n);
     // All rows of A are packed once per depth block and reused by every block of columns:
     // a convolution's weight (A) meets a very wide B, and repacking it per block of B cost
     // more than the packing of B itself.
