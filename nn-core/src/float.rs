@@ -4,7 +4,7 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
-use crate::kernels::gemm::PackedRhs;
+use crate::kernels::gemm::{PackedRhs, PanelSource};
 use crate::kernels::matmul::OutputView;
 use crate::kernels::MatRef;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -67,6 +67,15 @@ pub trait Float:
         c: OutputView<'_, Self>,
         accumulate: bool,
     );
+    /// The packed matrix product `A · B[:, columns]` for a B that packs its own panels (see
+    /// `kernels::gemm::PanelSource`).
+    fn source_gemm<S: PanelSource<Self>>(
+        a: MatRef<'_, Self>,
+        b: &S,
+        columns: std::ops::Range<usize>,
+        c: OutputView<'_, Self>,
+        accumulate: bool,
+    );
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -75,7 +84,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
+    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $source:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -116,6 +125,9 @@ macro_rules! impl_float {
             }
             fn prepacked_gemm(a: MatRef<'_, Self>, b: &PackedRhs<Self>, c: OutputView<'_, Self>, accumulate: bool) {
                 $prepacked(a, b, c, accumulate)
+            }
+            fn source_gemm<S: PanelSource<Self>>(a: MatRef<'_, Self>, b: &S, columns: std::ops::Range<usize>, c: OutputView<'_, Self>, accumulate: bool) {
+                $source(a, b, columns, c, accumulate)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -159,6 +171,7 @@ impl_float!(
     F32,
     crate::kernels::gemm::gemm_f32,
     crate::kernels::gemm::gemm_prepacked_f32,
+    crate::kernels::gemm::gemm_source_f32,
     cfg!(target_arch = "x86_64"),
     crate::kernels::fast_math::exp,
     crate::kernels::fast_math::tanh
@@ -168,6 +181,7 @@ impl_float!(
     F64,
     crate::kernels::gemm::gemm_generic::<f64>,
     crate::kernels::gemm::gemm_prepacked_generic::<f64>,
+    crate::kernels::gemm::gemm_source_generic,
     false,
     f64::exp,
     f64::tanh

@@ -8,6 +8,8 @@
 //! fixed-size arrays otherwise (compiled for AVX2 + FMA where present); the variant is picked
 //! by runtime detection, so the speed does not depend on the `target-cpu` a user builds with.
 
+use std::ops::Range;
+
 use super::matmul::{MatRef, OutputView};
 use crate::Float;
 
@@ -44,11 +46,68 @@ pub(crate) fn reads_in_place<E>(a: &MatRef<'_, E>, b: &MatRef<'_, E>) -> bool {
 /// Columns of B packed at once.
 const NC: usize = 512;
 
+/// The most columns a [`PanelSource`] is asked to pack at once.
+pub const PANEL_SOURCE_COLUMNS: usize = NC;
+
+/// A right operand that packs its own panels: a B that is cheaper to generate than to read,
+/// such as a convolution's column matrix, packed straight from the images
+/// (`im2col::ImageColumns`) instead of being written out whole and copied again.
+pub trait PanelSource<E>: Sync {
+    /// `(rows, cols)` of B.
+    fn shape(&self) -> (usize, usize);
+
+    /// Writes `B[pc..pc + kc, jc..jc + nc]` into `out` as `NR`-column panels, each stored
+    /// depth-major (`NR` values per depth step) and zero-padded to a whole panel: panel `q`
+    /// holds columns `jc + q·NR..` at `out[q·NR·kc..]`. `nc` is at most
+    /// [`PANEL_SOURCE_COLUMNS`].
+    fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [E]);
+}
+
+/// A matrix is its own panel source (`pack_b`).
+impl<E: Float> PanelSource<E> for MatRef<'_, E> {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [E]) {
+        pack_b::<E, NR>(self, pc, kc, jc, nc, out)
+    }
+}
+
+/// `pack(pc, kc, jc, nc, out)`: writes B's rows `pc..pc + kc`, columns `jc..jc + nc` into
+/// `out` as panels.
+trait PackBlock<E>: Fn(usize, usize, usize, usize, &mut [E]) {}
+impl<E, F: Fn(usize, usize, usize, usize, &mut [E])> PackBlock<E> for F {}
+
+/// The columns `columns` of `b`, packed by `b` block by block as the product goes.
+fn packing<'a, E: Float, S: PanelSource<E>, const NR: usize>(
+    b: &'a S,
+    columns: Range<usize>,
+) -> Rhs<'a, E, impl PackBlock<E> + 'a> {
+    Rhs::Packing {
+        cols: columns.len(),
+        pack: move |pc, kc, jc, nc, out: &mut [E]| {
+            b.pack::<NR>(pc, kc, columns.start + jc, nc, out)
+        },
+    }
+}
+
 /// `C = A · B` (or `C += A · B`) for any element type, with the portable micro-kernel
 /// compiled for the best vector extension the CPU has.
 pub fn gemm_generic<E: Float>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
+    c: OutputView<'_, E>,
+    accumulate: bool,
+) {
+    gemm_source_generic(a, &b, 0..b.cols, c, accumulate)
+}
+
+/// `C = A · B[:, columns]` (or `C +=`) for a B that packs itself, for any element type.
+pub fn gemm_source_generic<E: Float, S: PanelSource<E>>(
+    a: MatRef<'_, E>,
+    b: &S,
+    columns: Range<usize>,
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
@@ -61,9 +120,9 @@ pub fn gemm_generic<E: Float>(
             // `#[target_feature]` function requires of its caller.
             unsafe {
                 if wide {
-                    generic_avx2::<E, 6, 16>(a, b, c, accumulate)
+                    generic_avx2::<E, 6, 16, S>(a, b, columns, c, accumulate)
                 } else {
-                    generic_avx2::<E, 6, 8>(a, b, c, accumulate)
+                    generic_avx2::<E, 6, 8, S>(a, b, columns, c, accumulate)
                 }
             };
             return;
@@ -71,7 +130,7 @@ pub fn gemm_generic<E: Float>(
     }
     blocked::<E, 4, 8, _>(
         a,
-        Rhs::Matrix(b, pack_b::<E, 8>),
+        packing::<E, S, 8>(b, columns),
         c,
         accumulate,
         |kc, a, b, c, row, col, add| {
@@ -82,15 +141,16 @@ pub fn gemm_generic<E: Float>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize>(
+unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize, S: PanelSource<E>>(
     a: MatRef<'_, E>,
-    b: MatRef<'_, E>,
+    b: &S,
+    columns: Range<usize>,
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
     blocked::<E, MR, NR, _>(
         a,
-        Rhs::Matrix(b, pack_b::<E, NR>),
+        packing::<E, S, NR>(b, columns),
         c,
         accumulate,
         |kc, a, b, c, row, col, add| {
@@ -115,7 +175,7 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (detected just above).
-            unsafe { f32_avx512(a, b, c, accumulate) };
+            unsafe { f32_avx512(a, &b, 0..b.cols, c, accumulate) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -126,6 +186,51 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
         }
     }
     gemm_generic(a, b, c, accumulate)
+}
+
+/// `C = A · B[:, columns]` (or `C +=`) in f32 for a B that packs itself.
+pub fn gemm_source_f32<S: PanelSource<f32>>(
+    a: MatRef<'_, f32>,
+    b: &S,
+    columns: Range<usize>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (detected just above).
+            unsafe { f32_avx512(a, b, columns, c, accumulate) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+            unsafe { f32_avx2_source(a, b, columns, c, accumulate) };
+            return;
+        }
+    }
+    gemm_source_generic(a, b, columns, c, accumulate)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_avx2_source<S: PanelSource<f32>>(
+    a: MatRef<'_, f32>,
+    b: &S,
+    columns: Range<usize>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+) {
+    blocked::<f32, 6, 16, _>(
+        a,
+        packing::<f32, S, 16>(b, columns),
+        c,
+        accumulate,
+        // SAFETY: this closure only runs inside `f32_avx2_source`, whose caller checked AVX2
+        // and FMA.
+        |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -140,12 +245,12 @@ unsafe fn f32_avx2(
         a,
         // SAFETY (both closures): they only run inside `f32_avx2`, whose caller checked AVX2
         // and FMA.
-        Rhs::Matrix(
-            b,
-            |b: &MatRef<'_, f32>, pc, kc, jc, nc, out: &mut [f32]| unsafe {
-                avx2::pack_b_16(b, pc, kc, jc, nc, out)
+        Rhs::Packing {
+            cols: b.cols,
+            pack: |pc, kc, jc, nc, out: &mut [f32]| unsafe {
+                avx2::pack_b_16(&b, pc, kc, jc, nc, out)
             },
-        ),
+        },
         c,
         accumulate,
         |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
@@ -154,15 +259,16 @@ unsafe fn f32_avx2(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn f32_avx512(
+unsafe fn f32_avx512<S: PanelSource<f32>>(
     a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
+    b: &S,
+    columns: Range<usize>,
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
     blocked::<f32, 8, 32, _>(
         a,
-        Rhs::Matrix(b, pack_b::<f32, 32>),
+        packing::<f32, S, 32>(b, columns),
         c,
         accumulate,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
@@ -186,17 +292,18 @@ fn panel_depth(k: usize, n: usize) -> usize {
     k.div_ceil(k.div_ceil(most).max(1)).max(1)
 }
 
-/// The right operand of `blocked`: a matrix, packed block by block with `P` as the product
-/// goes, or panels packed beforehand.
+/// The right operand of `blocked`: packed block by block as the product goes
+/// (`pack(pc, kc, jc, nc, out)` writes rows `pc..pc + kc`, columns `jc..jc + nc` as panels),
+/// or panels packed beforehand.
 enum Rhs<'a, E, P> {
-    Matrix(MatRef<'a, E>, P),
+    Packing { cols: usize, pack: P },
     Packed(&'a PackedRhs<E>),
 }
 
 impl<E, P> Rhs<'_, E, P> {
     fn cols(&self) -> usize {
         match self {
-            Rhs::Matrix(b, _) => b.cols,
+            Rhs::Packing { cols, .. } => *cols,
             Rhs::Packed(packed) => packed.cols,
         }
     }
@@ -290,7 +397,7 @@ unsafe fn f32_avx2_prepacked(
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    type Unused = fn(&MatRef<'_, f32>, usize, usize, usize, usize, &mut [f32]);
+    type Unused = fn(usize, usize, usize, usize, &mut [f32]);
     blocked::<f32, 6, PACKED_NR, Unused>(
         a,
         Rhs::Packed(b),
@@ -309,7 +416,7 @@ pub fn gemm_prepacked_generic<E: Float>(
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
-    type Unused<E> = fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]);
+    type Unused<E> = fn(usize, usize, usize, usize, &mut [E]);
     blocked::<E, 4, PACKED_NR, Unused<E>>(
         a,
         Rhs::Packed(b),
@@ -336,7 +443,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     accumulate: bool,
     kernel: impl Fn(usize, &[E], &[E], &mut OutputView<'_, E>, usize, usize, bool),
 ) where
-    P: Fn(&MatRef<'_, E>, usize, usize, usize, usize, &mut [E]),
+    P: PackBlock<E>,
 {
     let (m, k, n) = (a.rows, a.cols, b.cols());
     let depth = panel_depth(k, n);
@@ -345,7 +452,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     // more than the packing of B itself.
     let a_len = m.div_ceil(MR) * MR * depth;
     let b_len = match b {
-        Rhs::Matrix(..) => NC.min(n.div_ceil(NR) * NR) * depth,
+        Rhs::Packing { .. } => NC.min(n.div_ceil(NR) * NR) * depth,
         Rhs::Packed(_) => 0,
     };
     E::with_scratch(a_len + b_len, |scratch| {
@@ -360,8 +467,8 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
             while jc < n {
                 let nc = NC.min(n - jc);
                 let b_block: &[E] = match &b {
-                    Rhs::Matrix(b, pack_b) => {
-                        pack_b(b, pc, kc, jc, nc, b_pack);
+                    Rhs::Packing { pack, .. } => {
+                        pack(pc, kc, jc, nc, b_pack);
                         b_pack
                     }
                     Rhs::Packed(packed) => packed.block(pc, jc, kc),

@@ -19,8 +19,9 @@
 
 use std::ops::Range;
 
+use crate::kernels::gemm::{PanelSource, PANEL_SOURCE_COLUMNS};
 use crate::kernels::parallel::join;
-use crate::kernels::vector::copy;
+use crate::kernels::vector::{copy, zero};
 use crate::Float;
 
 /// Below this many column-matrix entries one core fills the matrix faster than two can be
@@ -164,29 +165,70 @@ fn im2col_rows<E: Float>(
     col: &mut [E],
     row_stride: usize,
 ) {
-    let (w, k, s, p) = (g.width, g.kernel, g.stride, g.padding);
-    let (oh, ow) = (g.out_height, g.out_width);
-    let plane = g.height * w;
+    let image = ImageColumns::new(g, x, 1);
+    let cols = g.col_cols();
     for (index, row) in rows.enumerate() {
-        let dst = &mut col[index * row_stride..][..oh * ow];
+        image.row_segment(row, 0..cols, &mut col[index * row_stride..][..cols]);
+    }
+}
+
+/// The column matrix of `samples` consecutive samples side by side, `[C·K·K, samples·OH·OW]`
+/// (sample `s` in columns `s·OH·OW..`), as the right operand of a product that packs it
+/// straight from the images (a [`PanelSource`]): the matrix itself is never written out. For
+/// VGG16's second convolution it is 115 MB, which `im2col` writes and the product's packing
+/// reads back.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageColumns<'a, E> {
+    geometry: ConvGeometry,
+    images: &'a [E],
+    samples: usize,
+}
+
+impl<'a, E: Float> ImageColumns<'a, E> {
+    /// The column matrix of the `samples` samples `[C, H, W]` stored one after another at the
+    /// start of `images`.
+    pub fn new(geometry: ConvGeometry, images: &'a [E], samples: usize) -> Self {
+        let len = samples * geometry.input_len();
+        assert!(
+            images.len() >= len,
+            "ImageColumns: {} values for {samples} samples of {}",
+            images.len(),
+            geometry.input_len()
+        );
+        Self {
+            geometry,
+            images: &images[..len],
+            samples,
+        }
+    }
+
+    /// Writes the entries `columns` of row `row` into `out` (`columns.len()` long), one output
+    /// row of one sample at a time: zeros where the kernel tap reads the padding, a copy of
+    /// the input row (strided when `S > 1`) where it reads inside.
+    fn row_segment(&self, row: usize, columns: Range<usize>, out: &mut [E]) {
+        let g = self.geometry;
+        let (w, k, s, p) = (g.width, g.kernel, g.stride, g.padding);
+        let (oh, ow) = (g.out_height, g.out_width);
         let (c, u, v) = (row / (k * k), row / k % k, row % k);
-        let x_plane = &x[c * plane..][..plane];
         let (i_lo, i_hi) = valid_range(u, p, s, g.height, oh);
         let (j_lo, j_hi) = valid_range(v, p, s, w, ow);
-        let (top, rest) = dst.split_at_mut(i_lo * ow);
-        let (middle, bottom) = rest.split_at_mut((i_hi - i_lo) * ow);
-        top.fill(E::ZERO);
-        bottom.fill(E::ZERO);
-        for (i, out) in (i_lo..i_hi).zip(middle.chunks_exact_mut(ow)) {
-            let (left, rest) = out.split_at_mut(j_lo);
-            let (inside, right) = rest.split_at_mut(j_hi - j_lo);
-            left.fill(E::ZERO);
-            right.fill(E::ZERO);
-            if inside.is_empty() {
-                continue;
+        // Positions `from..to` of output row `i` of sample `sample`, into `dst`.
+        let line = |sample: usize, i: usize, from: usize, to: usize, dst: &mut [E]| {
+            if i < i_lo || i >= i_hi {
+                return zero(dst);
             }
-            let src = &x_plane[(s * i + u - p) * w..][..w];
-            let start = s * j_lo + v - p;
+            let lo = j_lo.clamp(from, to);
+            let hi = j_hi.clamp(lo, to);
+            let (left, rest) = dst.split_at_mut(lo - from);
+            let (inside, right) = rest.split_at_mut(hi - lo);
+            zero(left);
+            zero(right);
+            if inside.is_empty() {
+                return;
+            }
+            let plane = sample * g.input_len() + c * g.height * w;
+            let src = &self.images[plane + (s * i + u - p) * w..][..w];
+            let start = s * lo + v - p;
             if s == 1 {
                 // Rows of a small image are short: a `memcpy` call per row cost more than
                 // the copy (see `vector::copy`).
@@ -195,6 +237,48 @@ fn im2col_rows<E: Float>(
                 for (d, x) in inside.iter_mut().zip(src[start..].iter().step_by(s)) {
                     *d = *x;
                 }
+            }
+        };
+        // Divisions only here: a small image's rows are a few values long.
+        let first_line = columns.start / ow;
+        let (mut sample, mut i) = (first_line / oh, first_line % oh);
+        let mut from = columns.start - first_line * ow;
+        let mut out = &mut out[..columns.len()];
+        while !out.is_empty() {
+            let to = ow.min(from + out.len());
+            let (dst, rest) = std::mem::take(&mut out).split_at_mut(to - from);
+            line(sample, i, from, to, dst);
+            out = rest;
+            (from, i) = (0, i + 1);
+            if i == oh {
+                (sample, i) = (sample + 1, 0);
+            }
+        }
+    }
+}
+
+impl<E: Float> PanelSource<E> for ImageColumns<'_, E> {
+    fn shape(&self) -> (usize, usize) {
+        let g = self.geometry;
+        (g.col_rows(), self.samples * g.col_cols())
+    }
+
+    fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [E]) {
+        // Each row of the block is made whole in L1, then dealt out to the panels.
+        let mut row = [E::ZERO; PANEL_SOURCE_COLUMNS];
+        let row = &mut row[..nc];
+        let full_panels = nc / NR;
+        for p in 0..kc {
+            self.row_segment(pc + p, jc..jc + nc, row);
+            let (whole, tail) = row.split_at(full_panels * NR);
+            for (panel, values) in whole.chunks_exact(NR).enumerate() {
+                out[panel * NR * kc + p * NR..][..NR].copy_from_slice(values);
+            }
+            if !tail.is_empty() {
+                let dst = &mut out[full_panels * NR * kc + p * NR..][..NR];
+                let (values, padding) = dst.split_at_mut(tail.len());
+                copy(values, tail);
+                zero(padding);
             }
         }
     }
@@ -264,6 +348,7 @@ fn col2im_channels<E: Float>(g: ConvGeometry, col: &[E], row_stride: usize, dx: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::MatRef;
 
     /// The definition, one entry at a time.
     fn naive_im2col(g: ConvGeometry, x: &[f64]) -> Vec<f64> {
@@ -323,6 +408,39 @@ mod tests {
             for (r, row) in wide.chunks_exact(stride).enumerate() {
                 assert_eq!(row[..g.col_cols()], col[r * g.col_cols()..][..g.col_cols()]);
                 assert_eq!(row[g.col_cols()..], [7.0; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn image_columns_pack_the_panels_of_the_column_matrix() {
+        // Several samples side by side, packed from any column into panels of 4 and 16
+        // columns, equal the definition's matrix packed the same way.
+        for &(c, h, w, k, s, p) in GEOMETRIES {
+            let g = ConvGeometry::new(c, h, w, k, s, p);
+            let samples = 3;
+            let x = values(samples * g.input_len(), 0.25);
+            let (rows, cols) = (g.col_rows(), samples * g.col_cols());
+            let mut matrix = vec![0.0; rows * cols];
+            for (sample, image) in x.chunks_exact(g.input_len()).enumerate() {
+                let col = naive_im2col(g, image);
+                for (r, row) in col.chunks_exact(g.col_cols()).enumerate() {
+                    matrix[r * cols + sample * g.col_cols()..][..g.col_cols()].copy_from_slice(row);
+                }
+            }
+            let source = ImageColumns::new(g, &x, samples);
+            assert_eq!(source.shape(), (rows, cols));
+            let matrix = MatRef::row_major(&matrix, rows, cols);
+            for (pc, jc) in [(0, 0), (rows / 2, 1), (rows - 1, cols / 3)] {
+                let (kc, nc) = (rows - pc, (cols - jc).min(37));
+                let len = kc * nc.div_ceil(4) * 16;
+                let (mut packed, mut expected) = (vec![7.0; len], vec![7.0; len]);
+                source.pack::<4>(pc, kc, jc, nc, &mut packed);
+                matrix.pack::<4>(pc, kc, jc, nc, &mut expected);
+                assert_eq!(packed, expected, "{g:?} from ({pc}, {jc}), 4 wide");
+                source.pack::<16>(pc, kc, jc, nc, &mut packed);
+                matrix.pack::<16>(pc, kc, jc, nc, &mut expected);
+                assert_eq!(packed, expected, "{g:?} from ({pc}, {jc}), 16 wide");
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use std::marker::PhantomData;
 
-use crate::kernels::gemm::{reads_in_place, PackedRhs};
+use crate::kernels::gemm::{reads_in_place, PackedRhs, PanelSource};
 use crate::kernels::parallel::join;
 use crate::kernels::vector::dot;
 use crate::Float;
@@ -296,13 +296,11 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
     let in_place = E::DOT_TILES && reads_in_place(&a, &b);
     if work <= SMALL_PRODUCT && !in_place {
         small_matmul(a, b, c, accumulate);
-    } else {
-        let out = OutputView::new(c);
-        if work >= PARALLEL_PRODUCT && n >= m && n >= 32 && !(in_place && m >= 16) {
-            // Wide: split the columns of B and C, so each core packs (or reads) only its half
-            // of B. (Dot-product tiles with many rows split by rows instead, where each core
-            // reads all of B but writes whole rows of C.)
-            let half = (n / 2).next_multiple_of(16).min(n);
+        return;
+    }
+    let out = OutputView::new(c);
+    match split(m, k, n, in_place) {
+        Split::Columns(half) => {
             let (left, right) = out.split_columns(half);
             let b_left = MatRef { cols: half, ..b };
             let b_right = MatRef {
@@ -314,12 +312,77 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
                 || E::packed_gemm(a, b_left, left, accumulate),
                 || E::packed_gemm(a, b_right, right, accumulate),
             );
-        } else if work >= PARALLEL_PRODUCT && m >= 16 {
-            // Tall: split the rows of A and C.
-            by_row_halves(a, out, |a, c| E::packed_gemm(a, b, c, accumulate));
-        } else {
-            E::packed_gemm(a, b, out, accumulate);
         }
+        Split::Rows => by_row_halves(a, out, |a, c| E::packed_gemm(a, b, c, accumulate)),
+        Split::Whole => E::packed_gemm(a, b, out, accumulate),
+    }
+}
+
+/// How a product is shared between the two cores.
+enum Split {
+    /// Wide: the columns of B and C before and after this one, so each core packs (or reads)
+    /// only its part of B.
+    Columns(usize),
+    /// Tall: the rows of A and C, in halves.
+    Rows,
+    /// Too small to be worth a second core.
+    Whole,
+}
+
+/// The split of an `[m x k] · [k x n]` product. (Dot-product tiles, which read B in place,
+/// split by rows once A has many: each core then reads all of B but writes whole rows of C.)
+fn split(m: usize, k: usize, n: usize, in_place: bool) -> Split {
+    if m * n * k < PARALLEL_PRODUCT {
+        Split::Whole
+    } else if n >= m && n >= 32 && !(in_place && m >= 16) {
+        Split::Columns((n / 2).next_multiple_of(16).min(n))
+    } else if m >= 16 {
+        Split::Rows
+    } else {
+        Split::Whole
+    }
+}
+
+/// `C = A · B`, or `C += A · B`, for a B that packs its own panels (a convolution's column
+/// matrix made straight from the images, see [`PanelSource`]), split over both cores like
+/// [`matmul`].
+pub fn matmul_source<E: Float, S: PanelSource<E>>(
+    a: MatRef<'_, E>,
+    b: &S,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let (b_rows, n) = b.shape();
+    assert!(
+        b_rows == k && c.rows == m && c.cols == n,
+        "matmul_source: [{m}x{k}] · [{b_rows}x{n}] into [{}x{}]",
+        c.rows,
+        c.cols
+    );
+    assert!(
+        a.fits() && c.fits(),
+        "matmul_source: a view reaches past its buffer"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        // An empty depth: let `matmul` clear C (or leave it) as for any product.
+        if k == 0 {
+            let empty = MatRef::row_major(&[], 0, n);
+            matmul(a, empty, c, accumulate);
+        }
+        return;
+    }
+    let out = OutputView::new(c);
+    match split(m, k, n, false) {
+        Split::Columns(half) => {
+            let (left, right) = out.split_columns(half);
+            join(
+                || E::source_gemm(a, b, 0..half, left, accumulate),
+                || E::source_gemm(a, b, half..n, right, accumulate),
+            );
+        }
+        Split::Rows => by_row_halves(a, out, |a, c| E::source_gemm(a, b, 0..n, c, accumulate)),
+        Split::Whole => E::source_gemm(a, b, 0..n, out, accumulate),
     }
 }
 

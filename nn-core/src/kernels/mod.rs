@@ -9,5 +9,5 @@ pub mod special;
 pub mod vector;
 
 pub use gemm::PackedRhs;
-pub use im2col::{col2im, im2col, ConvGeometry};
-pub use matmul::{matmul, matmul_prepacked, MatMut, MatRef};
+pub use im2col::{col2im, im2col, ConvGeometry, ImageColumns};
+pub use matmul::{matmul, matmul_prepacked, matmul_source, MatMut, MatRef};

@@ -1,9 +1,10 @@
 //! 2-d convolution.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
-use crate::kernels::vector::sum;
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::im2col::{col2im, im2col, ConvGeometry, ImageColumns};
+use crate::kernels::parallel::join;
+use crate::kernels::vector::{copy, sum};
+use crate::kernels::{matmul, matmul_source, MatMut, MatRef};
 use crate::module::Module;
 use crate::{Float, Rank3, Tensor};
 
@@ -23,9 +24,11 @@ use crate::{Float, Rank3, Tensor};
 ///
 /// Each sample is unfolded into a column matrix `col` `[CI·K·K, OH·OW]` (`kernels::im2col`),
 /// so that `Y_s = W · col + b` with `W` viewed as `[CO, CI·K·K]`. Backward, per sample:
-/// `dW += dY_s · colᵀ`, `db += Σ_(i,j) dY_s`, `dx_s = col2im(Wᵀ · dY_s)`. The column matrix
-/// is recomputed in the backward pass rather than kept for the whole batch; its buffer lives in
-/// the cache. A 1 x 1 convolution with stride 1 and no padding needs no unfolding: the sample
+/// `dW += dY_s · colᵀ`, `db += Σ_(i,j) dY_s`, `dx_s = col2im(Wᵀ · dY_s)`. The forward never
+/// writes `col` out: the product packs its panels straight from the images
+/// (`im2col::ImageColumns`). The backward writes it, one sample (or group) at a time, into a
+/// buffer in the cache that is allocated by the first backward pass, so inference does not
+/// hold it. A 1 x 1 convolution with stride 1 and no padding needs no unfolding: the sample
 /// already is the `[CI, H·W]` matrix.
 ///
 /// Small images (`OH·OW` below `GROUP_COLUMNS`) are unfolded several samples at a time, side by
@@ -33,6 +36,11 @@ use crate::{Float, Rank3, Tensor};
 /// packing the weights (a 4 x 4 image alone gives a 16-column product, which runs several
 /// times slower per multiply-add); the group's output `[CO, G·OH·OW]` is then copied out sample
 /// by sample. Larger images go one sample at a time, straight into `y`.
+///
+/// A batch is split in halves, one per core, each with its own buffers and (backward) its own
+/// weight gradient: one fork and join per pass instead of one per product. LeNet's products
+/// are a few hundred microseconds each, and splitting each of them left the second core idle
+/// between them. A single sample (VGG16 inference) splits each product instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d<
     const CI: usize,
@@ -56,16 +64,36 @@ pub struct Conv2d<
 /// matrix of about this many columns.
 pub const GROUP_COLUMNS: usize = 1024;
 
-/// The buffers of a convolution, allocated by `new_cache`: the column matrix of a group of `G`
-/// samples and its gradient, and for `G > 1` the group's output (or output gradient)
-/// `[CO, G·OH·OW]`. `G` is 1 for images of at least `GROUP_COLUMNS` positions, and all three
-/// are empty for a 1 x 1 convolution with stride 1 and no padding over such images.
+/// Below this many multiply-adds per pass over a batch, a convolution's samples are not
+/// shared between the cores (each product still may be).
+const PARALLEL_SAMPLES: usize = 1 << 20;
+
+/// The buffers of a convolution, one set per core (see [`Conv2d`]), and the second core's
+/// weight gradient, which is added to the first's at the end of a backward pass.
 #[derive(Clone, Debug)]
 pub struct ConvCache<E> {
     group: usize,
+    cores: [ConvScratch<E>; 2],
+    second_core_dweight: Vec<E>,
+}
+
+/// The buffers one core uses: for `G > 1` the group's output (or output gradient)
+/// `[CO, G·OH·OW]`; the column matrix of a group of `G` samples and its gradient, made by the
+/// first backward pass. `G` is 1 for images of at least `GROUP_COLUMNS` positions, and the
+/// column buffers stay empty for a 1 x 1 convolution with stride 1 and no padding over such
+/// images. Each is allocated on first use and then reused.
+#[derive(Clone, Debug, Default)]
+struct ConvScratch<E> {
     col: Vec<E>,
     dcol: Vec<E>,
     out: Vec<E>,
+}
+
+/// Grows `buffer` to at least `len` values (only the first passes with a cache allocate).
+fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, E::ZERO);
+    }
 }
 
 impl<
@@ -87,6 +115,8 @@ impl<
     const FAN_IN: usize = CI * K * K;
     /// Output positions per channel.
     const OUT_PLANE: usize = OH * OW;
+    /// Values per input sample.
+    const IN_LEN: usize = CI * H * W;
     /// No unfolding needed for one sample: it is already its column matrix.
     const POINTWISE: bool = K == 1 && S == 1 && P == 0;
 
@@ -125,21 +155,156 @@ impl<
         }
     }
 
-    /// The column matrix `[CI·K·K, n·OH·OW]` of the samples `first..first + n`, side by side:
-    /// the sample itself for one sample of a pointwise convolution, else unfolded into `col`.
-    fn columns<'a>(
-        x: &'a Tensor<Rank3<CI, H, W>, E>,
-        first: usize,
-        n: usize,
-        col: &'a mut [E],
-    ) -> MatRef<'a, E> {
+    /// `out = W · col` (or `out += W · col`) for the column matrix of the samples `images`
+    /// side by side, packed straight from the images (a pointwise convolution's single sample
+    /// is its own column matrix).
+    fn product(weight: MatRef<'_, E>, images: &[E], out: MatMut<'_, E>, accumulate: bool) {
+        let n = images.len() / Self::IN_LEN;
+        if Self::POINTWISE && n == 1 {
+            let col = MatRef::row_major(images, CI, Self::OUT_PLANE);
+            return matmul(weight, col, out, accumulate);
+        }
+        let col = ImageColumns::new(Self::GEOMETRY, images, n);
+        matmul_source(weight, &col, out, accumulate);
+    }
+
+    /// Whether a pass over `batch` samples runs half the samples on each core.
+    fn splits_samples(batch: usize) -> bool {
+        batch >= 2 && batch * CO * Self::FAN_IN * Self::OUT_PLANE >= PARALLEL_SAMPLES
+    }
+
+    /// The forward pass of the samples `x` (whole samples, one after another) into `y`.
+    fn forward_samples(&self, x: &[E], y: &mut [E], group: usize, scratch: &mut ConvScratch<E>) {
+        let weight = MatRef::row_major(&self.weight, CO, Self::FAN_IN);
+        let out_len = CO * Self::OUT_PLANE;
+        let batch = y.len() / out_len;
+        for first in (0..batch).step_by(group) {
+            let n = group.min(batch - first);
+            let columns = n * Self::OUT_PLANE;
+            let images = &x[first * Self::IN_LEN..(first + n) * Self::IN_LEN];
+            if group == 1 {
+                // Straight into the sample's output, on top of the bias.
+                let ys = &mut y[first * out_len..][..out_len];
+                for (row, b) in ys.chunks_exact_mut(Self::OUT_PLANE).zip(&self.bias) {
+                    row.fill(*b);
+                }
+                Self::product(weight, images, MatMut::row_major(ys, CO, columns), true);
+                continue;
+            }
+            reserve(&mut scratch.out, CO * group * Self::OUT_PLANE);
+            let out = &mut scratch.out[..CO * columns];
+            Self::product(weight, images, MatMut::row_major(out, CO, columns), false);
+            for g in 0..n {
+                let ys = &mut y[(first + g) * out_len..][..out_len];
+                for (o, (row, b)) in ys
+                    .chunks_exact_mut(Self::OUT_PLANE)
+                    .zip(&self.bias)
+                    .enumerate()
+                {
+                    let src = &out[o * columns + g * Self::OUT_PLANE..][..Self::OUT_PLANE];
+                    for (y, v) in row.iter_mut().zip(src) {
+                        *y = *v + *b;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The backward pass of the samples `x` with output gradients `dy`: adds their weight
+    /// gradient to `dweight` and, with `dx`, writes their input gradients.
+    fn backward_samples(
+        &self,
+        x: &[E],
+        dy: &[E],
+        mut dx: Option<&mut [E]>,
+        group: usize,
+        scratch: &mut ConvScratch<E>,
+        dweight: &mut [E],
+    ) {
+        let out_len = CO * Self::OUT_PLANE;
+        let batch = dy.len() / out_len;
+        let col_len = Self::col_len(group);
+        reserve(&mut scratch.col, col_len);
+        reserve(&mut scratch.dcol, col_len);
+        if group > 1 {
+            reserve(&mut scratch.out, CO * group * Self::OUT_PLANE);
+        }
+        let weight_t = MatRef::transposed(&self.weight, CO, Self::FAN_IN);
+        for first in (0..batch).step_by(group) {
+            let n = group.min(batch - first);
+            let columns = n * Self::OUT_PLANE;
+            let dy_mat = if group == 1 {
+                MatRef::row_major(&dy[first * out_len..][..out_len], CO, columns)
+            } else {
+                // The group's output gradient, side by side like its columns.
+                let dy_group = &mut scratch.out[..CO * columns];
+                for g in 0..n {
+                    let dys = &dy[(first + g) * out_len..][..out_len];
+                    for (o, row) in dys.chunks_exact(Self::OUT_PLANE).enumerate() {
+                        let at = o * columns + g * Self::OUT_PLANE;
+                        copy(&mut dy_group[at..][..Self::OUT_PLANE], row);
+                    }
+                }
+                MatRef::row_major(&scratch.out[..CO * columns], CO, columns)
+            };
+            let images = &x[first * Self::IN_LEN..(first + n) * Self::IN_LEN];
+            let col = Self::columns(images, &mut scratch.col);
+            let col_t = MatRef {
+                rows: columns,
+                cols: Self::FAN_IN,
+                row_stride: col.col_stride,
+                col_stride: col.row_stride,
+                ..col
+            };
+            matmul(
+                dy_mat,
+                col_t,
+                MatMut::row_major(dweight, CO, Self::FAN_IN),
+                true,
+            );
+            let Some(dx) = dx.as_deref_mut() else {
+                continue;
+            };
+            let dxs = &mut dx[first * Self::IN_LEN..(first + n) * Self::IN_LEN];
+            if Self::POINTWISE && n == 1 {
+                matmul(weight_t, dy_mat, MatMut::row_major(dxs, CI, columns), false);
+                continue;
+            }
+            let dcol = &mut scratch.dcol[..Self::FAN_IN * columns];
+            matmul(
+                weight_t,
+                dy_mat,
+                MatMut::row_major(dcol, Self::FAN_IN, columns),
+                false,
+            );
+            dxs.fill(E::ZERO);
+            for (g, dx_sample) in dxs.chunks_exact_mut(Self::IN_LEN).enumerate() {
+                let at = g * Self::OUT_PLANE;
+                col2im(Self::GEOMETRY, &scratch.dcol[at..], columns, dx_sample);
+            }
+        }
+    }
+
+    /// The length of the column buffers for groups of `group` samples.
+    fn col_len(group: usize) -> usize {
+        if Self::POINTWISE && group == 1 {
+            0
+        } else {
+            Self::FAN_IN * group * Self::OUT_PLANE
+        }
+    }
+
+    /// The column matrix `[CI·K·K, n·OH·OW]` of the `n` samples `images`, side by side: the
+    /// sample itself for one sample of a pointwise convolution, else unfolded into `col`.
+    fn columns<'a>(images: &'a [E], col: &'a mut [E]) -> MatRef<'a, E> {
+        let n = images.len() / Self::IN_LEN;
         let columns = n * Self::OUT_PLANE;
         if Self::POINTWISE && n == 1 {
-            return MatRef::row_major(x.sample(first), CI, columns);
+            return MatRef::row_major(images, CI, columns);
         }
-        for g in 0..n {
+        for (g, image) in images.chunks_exact(Self::IN_LEN).enumerate() {
             let at = g * Self::OUT_PLANE;
-            im2col(Self::GEOMETRY, x.sample(first + g), &mut col[at..], columns);
+            im2col(Self::GEOMETRY, image, &mut col[at..], columns);
         }
         MatRef::row_major(&col[..Self::FAN_IN * columns], Self::FAN_IN, columns)
     }
@@ -173,19 +338,10 @@ impl<
     }
 
     fn new_cache(&self, max_batch: usize) -> ConvCache<E> {
-        let group = Self::group_size(max_batch);
-        let columns = group * Self::OUT_PLANE;
-        let col_len = if Self::POINTWISE && group == 1 {
-            0
-        } else {
-            Self::FAN_IN * columns
-        };
-        let out_len = if group == 1 { 0 } else { CO * columns };
         ConvCache {
-            group,
-            col: vec![E::ZERO; col_len],
-            dcol: vec![E::ZERO; col_len],
-            out: vec![E::ZERO; out_len],
+            group: Self::group_size(max_batch),
+            cores: Default::default(),
+            second_core_dweight: Vec::new(),
         }
     }
 
@@ -209,36 +365,18 @@ impl<
         if Self::OUT_PLANE == 0 {
             return;
         }
-        let weight = MatRef::row_major(&self.weight, CO, Self::FAN_IN);
-        for first in (0..batch).step_by(cache.group) {
-            let n = cache.group.min(batch - first);
-            let columns = n * Self::OUT_PLANE;
-            let col = Self::columns(x, first, n, &mut cache.col);
-            if cache.group == 1 {
-                // Straight into the sample's output, on top of the bias.
-                let ys = y.sample_mut(first);
-                for (row, b) in ys.chunks_exact_mut(Self::OUT_PLANE).zip(&self.bias) {
-                    row.fill(*b);
-                }
-                matmul(weight, col, MatMut::row_major(ys, CO, columns), true);
-                continue;
-            }
-            let out = &mut cache.out[..CO * columns];
-            matmul(weight, col, MatMut::row_major(out, CO, columns), false);
-            for g in 0..n {
-                let ys = y.sample_mut(first + g);
-                for (o, (row, b)) in ys
-                    .chunks_exact_mut(Self::OUT_PLANE)
-                    .zip(&self.bias)
-                    .enumerate()
-                {
-                    let src = &cache.out[o * columns + g * Self::OUT_PLANE..][..Self::OUT_PLANE];
-                    for (y, v) in row.iter_mut().zip(src) {
-                        *y = *v + *b;
-                    }
-                }
-            }
+        let (x, y, group) = (x.as_slice(), y.as_mut_slice(), cache.group);
+        let [first_core, second_core] = &mut cache.cores;
+        if !Self::splits_samples(batch) {
+            return self.forward_samples(x, y, group, first_core);
         }
+        let half = batch / 2;
+        let (x_front, x_back) = x.split_at(half * Self::IN_LEN);
+        let (y_front, y_back) = y.split_at_mut(half * CO * Self::OUT_PLANE);
+        join(
+            || self.forward_samples(x_front, y_front, group, first_core),
+            || self.forward_samples(x_back, y_back, group, second_core),
+        );
     }
 
     fn forward_train(
@@ -274,58 +412,34 @@ impl<
                 *g += sum(row);
             }
         }
-        let weight_t = MatRef::transposed(&self.weight, CO, Self::FAN_IN);
-        for first in (0..batch).step_by(cache.group) {
-            let n = cache.group.min(batch - first);
-            let columns = n * Self::OUT_PLANE;
-            let dy_mat = if cache.group == 1 {
-                MatRef::row_major(dy.sample(first), CO, columns)
-            } else {
-                // The group's output gradient, side by side like its columns.
-                let dy_group = &mut cache.out[..CO * columns];
-                for g in 0..n {
-                    for (o, row) in dy
-                        .sample(first + g)
-                        .chunks_exact(Self::OUT_PLANE)
-                        .enumerate()
-                    {
-                        dy_group[o * columns + g * Self::OUT_PLANE..][..Self::OUT_PLANE]
-                            .copy_from_slice(row);
-                    }
-                }
-                MatRef::row_major(&cache.out[..CO * columns], CO, columns)
-            };
-            let col = Self::columns(x, first, n, &mut cache.col);
-            let col_t = MatRef {
-                rows: columns,
-                cols: Self::FAN_IN,
-                row_stride: col.col_stride,
-                col_stride: col.row_stride,
-                ..col
-            };
-            let dw = MatMut::row_major(&mut grads.weight, CO, Self::FAN_IN);
-            matmul(dy_mat, col_t, dw, true);
-            let Some(dx) = dx.as_deref_mut() else {
-                continue;
-            };
-            if Self::POINTWISE && n == 1 {
-                let dxs = MatMut::row_major(dx.sample_mut(first), CI, columns);
-                matmul(weight_t, dy_mat, dxs, false);
-                continue;
+        let (x, dy, group) = (x.as_slice(), dy.as_slice(), cache.group);
+        let dx = dx.map(|dx| dx.as_mut_slice());
+        let [first_core, second_core] = &mut cache.cores;
+        if !Self::splits_samples(batch) {
+            return self.backward_samples(x, dy, dx, group, first_core, &mut grads.weight);
+        }
+        let half = batch / 2;
+        let (x_front, x_back) = x.split_at(half * Self::IN_LEN);
+        let (dy_front, dy_back) = dy.split_at(half * CO * Self::OUT_PLANE);
+        let (dx_front, dx_back) = match dx {
+            Some(dx) => {
+                let (front, back) = dx.split_at_mut(half * Self::IN_LEN);
+                (Some(front), Some(back))
             }
-            let dcol = &mut cache.dcol[..Self::FAN_IN * columns];
-            matmul(
-                weight_t,
-                dy_mat,
-                MatMut::row_major(dcol, Self::FAN_IN, columns),
-                false,
-            );
-            for g in 0..n {
-                let dxs = dx.sample_mut(first + g);
-                dxs.fill(E::ZERO);
-                let at = g * Self::OUT_PLANE;
-                col2im(Self::GEOMETRY, &cache.dcol[at..], columns, dxs);
-            }
+            None => (None, None),
+        };
+        let second_dweight = &mut cache.second_core_dweight;
+        reserve(second_dweight, CO * Self::FAN_IN);
+        second_dweight.fill(E::ZERO);
+        join(
+            || {
+                let dweight = &mut grads.weight;
+                self.backward_samples(x_front, dy_front, dx_front, group, first_core, dweight)
+            },
+            || self.backward_samples(x_back, dy_back, dx_back, group, second_core, second_dweight),
+        );
+        for (total, part) in grads.weight.iter_mut().zip(second_dweight.iter()) {
+            *total += *part;
         }
     }
 
@@ -464,10 +578,6 @@ mod tests {
         let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]).unwrap();
         let mut y = Tensor::zeros(0);
         let mut cache = layer.new_cache(1);
-        assert!(
-            cache.col.is_empty(),
-            "no unfolding buffer for a pointwise convolution"
-        );
         layer.forward(&x, &mut y, &mut cache);
         #[rustfmt::skip]
         assert_eq!(
@@ -544,16 +654,68 @@ mod tests {
     }
 
     #[test]
+    fn splitting_the_batch_between_the_cores_changes_nothing() {
+        // 7 samples of 16 x 16 (groups of 4): halves of 3 and 4 samples, above
+        // `PARALLEL_SAMPLES`, against each sample on its own.
+        type Layer = Conv2d<8, 16, 3, 1, 1, 16, 16, 16, 16, f64>;
+        assert!(Layer::splits_samples(7) && !Layer::splits_samples(1));
+        let layer = Layer::init(&mut crate::init::rng(7));
+        let x = crate::gradcheck::random_tensor(&mut crate::init::rng(8), 7);
+        let (y, grads, dx) = run(&layer, &x, 7);
+        let (mut y_alone, mut dx_alone) = (Vec::new(), Vec::new());
+        let mut dweight = vec![0.0; grads.weight.len()];
+        for sample in x.samples() {
+            let x = Tensor::from_vec(sample.to_vec()).unwrap();
+            // The same output gradient as that sample's part of `run`'s.
+            let offset = y_alone.len();
+            let mut cache = layer.new_cache(1);
+            let mut ys = Tensor::zeros(1);
+            layer.forward(&x, &mut ys, &mut cache);
+            let dy = Tensor::from_vec(
+                (offset..offset + ys.as_slice().len())
+                    .map(|i| (i as f64 * 0.3).sin())
+                    .collect(),
+            )
+            .unwrap();
+            let mut g = layer.new_grads();
+            let mut dxs = Tensor::zeros(1);
+            layer.backward(&x, &ys, &dy, Some(&mut dxs), &mut cache, &mut g);
+            y_alone.extend_from_slice(ys.as_slice());
+            dx_alone.extend_from_slice(dxs.as_slice());
+            dweight.iter_mut().zip(&g.weight).for_each(|(d, g)| *d += g);
+        }
+        let close = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-10)
+        };
+        assert!(close(&y, &y_alone), "outputs");
+        assert!(close(&dx, &dx_alone), "input gradients");
+        assert!(close(&grads.weight, &dweight), "weight gradients");
+    }
+
+    #[test]
     fn group_sizes_follow_the_image_size_and_the_batch() {
-        let cache = Conv2d::<1, 1, 3, 1, 1, 4, 4, 4, 4, f32>::zeros().new_cache(100);
+        type Small = Conv2d<1, 1, 3, 1, 1, 4, 4, 4, 4, f64>;
+        let layer = Small::zeros();
+        let mut cache = layer.new_cache(100);
         assert_eq!(cache.group, 64);
-        assert_eq!(cache.col.len(), 9 * 64 * 16);
+        // The column buffers come with the first backward pass: inference never holds them.
+        let x = Tensor::zeros(100);
+        let mut y = Tensor::zeros(100);
+        layer.forward(&x, &mut y, &mut cache);
+        let first_core = &cache.cores[0];
+        assert!(first_core.col.is_empty() && first_core.dcol.is_empty());
+        assert_eq!(first_core.out.len(), 64 * 16);
+        let mut grads = layer.new_grads();
+        layer.backward(&x, &y, &y, None, &mut cache, &mut grads);
+        let first_core = &cache.cores[0];
+        assert_eq!(first_core.col.len(), 9 * 64 * 16);
+        assert_eq!(first_core.dcol.len(), 9 * 64 * 16);
         let cache = Conv2d::<1, 1, 3, 1, 1, 4, 4, 4, 4, f32>::zeros().new_cache(3);
         assert_eq!(cache.group, 3);
         let cache = Conv2d::<1, 1, 3, 1, 1, 32, 32, 32, 32, f32>::zeros().new_cache(64);
-        assert_eq!((cache.group, cache.out.len()), (1, 0));
-        let cache = Conv2d::<2, 1, 1, 1, 0, 32, 32, 32, 32, f32>::zeros().new_cache(64);
-        assert!(cache.col.is_empty() && cache.dcol.is_empty() && cache.out.is_empty());
+        assert_eq!(cache.group, 1);
+        // A pointwise convolution over one sample at a time unfolds nothing.
+        assert_eq!(Conv2d::<2, 1, 1, 1, 0, 32, 32, 32, 32, f32>::col_len(1), 0);
     }
 
     #[test]
