@@ -117,6 +117,12 @@ fn valid_range(
     in_len: usize,
     out_len: usize,
 ) -> (usize, usize) {
+    if stride == 1 {
+        // The common case, without divisions.
+        let lo = padding.saturating_sub(offset).min(out_len);
+        let hi = (in_len + padding).saturating_sub(offset).min(out_len);
+        return (lo, hi.max(lo));
+    }
     let lo = if offset >= padding {
         0
     } else {
@@ -167,9 +173,58 @@ fn im2col_rows<E: Float>(
 ) {
     let image = ImageColumns::new(g, x, 1);
     let cols = g.col_cols();
-    for (index, row) in rows.enumerate() {
-        image.row_segment(row, 0..cols, &mut col[index * row_stride..][..cols]);
+    let start = image.column(0);
+    let mut tap = Tap::of_row(rows.start, g.kernel);
+    for index in 0..rows.len() {
+        image.row_segment(tap, start, &mut col[index * row_stride..][..cols]);
+        tap = tap.next(g.kernel);
     }
+}
+
+/// A row of the column matrix: kernel tap `(u, v)` of input channel `c`.
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    c: usize,
+    u: usize,
+    v: usize,
+}
+
+impl Tap {
+    fn of_row(row: usize, kernel: usize) -> Self {
+        Self {
+            c: row / (kernel * kernel),
+            u: row / kernel % kernel,
+            v: row % kernel,
+        }
+    }
+
+    /// The tap of the next row.
+    fn next(self, kernel: usize) -> Self {
+        match (self.u + 1 < kernel, self.v + 1 < kernel) {
+            (_, true) => Self {
+                v: self.v + 1,
+                ..self
+            },
+            (true, false) => Self {
+                u: self.u + 1,
+                v: 0,
+                ..self
+            },
+            (false, false) => Self {
+                c: self.c + 1,
+                u: 0,
+                v: 0,
+            },
+        }
+    }
+}
+
+/// A column of the column matrix: position `from` of output row `i` of sample `sample`.
+#[derive(Clone, Copy, Debug)]
+struct Column {
+    sample: usize,
+    i: usize,
+    from: usize,
 }
 
 /// The column matrix of `samples` consecutive samples side by side, `[C·K·K, samples·OH·OW]`
@@ -202,14 +257,27 @@ impl<'a, E: Float> ImageColumns<'a, E> {
         }
     }
 
-    /// Writes the entries `columns` of row `row` into `out` (`columns.len()` long), one output
-    /// row of one sample at a time: zeros where the kernel tap reads the padding, a copy of
-    /// the input row (strided when `S > 1`) where it reads inside.
-    fn row_segment(&self, row: usize, columns: Range<usize>, out: &mut [E]) {
+    /// Where column `j` of the matrix reads.
+    fn column(&self, j: usize) -> Column {
+        let ow = self.geometry.out_width.max(1);
+        let line = j / ow;
+        Column {
+            sample: line / self.geometry.out_height.max(1),
+            i: line % self.geometry.out_height.max(1),
+            from: j % ow,
+        }
+    }
+
+    /// Writes the entries of the row of kernel tap `tap` from column `start` on into `out`
+    /// (as many as it holds), one output row of one sample at a time: zeros where the tap reads
+    /// the padding, a copy of the input row (strided when `S > 1`) where it reads inside. (No
+    /// divisions here: an 8 x 8 image's rows are 64 values, and ten divisions per row took
+    /// longer than writing it.)
+    fn row_segment(&self, tap: Tap, start: Column, out: &mut [E]) {
         let g = self.geometry;
-        let (w, k, s, p) = (g.width, g.kernel, g.stride, g.padding);
+        let (w, s, p) = (g.width, g.stride, g.padding);
         let (oh, ow) = (g.out_height, g.out_width);
-        let (c, u, v) = (row / (k * k), row / k % k, row % k);
+        let Tap { c, u, v } = tap;
         let (i_lo, i_hi) = valid_range(u, p, s, g.height, oh);
         let (j_lo, j_hi) = valid_range(v, p, s, w, ow);
         // Positions `from..to` of output row `i` of sample `sample`, into `dst`.
@@ -239,12 +307,58 @@ impl<'a, E: Float> ImageColumns<'a, E> {
                 }
             }
         };
-        // Divisions only here: a small image's rows are a few values long.
-        let first_line = columns.start / ow;
-        let (mut sample, mut i) = (first_line / oh, first_line % oh);
-        let mut from = columns.start - first_line * ow;
-        let mut out = &mut out[..columns.len()];
+        // `count` whole output rows from row `i` of sample `sample`, all reading inside the
+        // input vertically, with stride 1: each is the input row shifted by `v − P`, zeros
+        // where that runs past its ends.
+        let whole_lines = |sample: usize, i: usize, count: usize, dst: &mut [E]| {
+            let width = j_hi - j_lo;
+            if width == 0 {
+                return zero(dst);
+            }
+            let plane = sample * g.input_len() + c * g.height * w;
+            let first = plane + (i + u - p) * w + j_lo + v - p;
+            if ow == w {
+                // The rows are consecutive in the input too: one copy for all of them, then
+                // zeros over the few values per row that it took from the neighbouring rows.
+                let len = (count - 1) * ow + width;
+                copy(&mut dst[j_lo..j_lo + len], &self.images[first..first + len]);
+                for line in dst.chunks_exact_mut(ow) {
+                    zero(&mut line[..j_lo]);
+                    zero(&mut line[j_hi..]);
+                }
+            } else {
+                for (k, line) in dst.chunks_exact_mut(ow).enumerate() {
+                    zero(&mut line[..j_lo]);
+                    copy(
+                        &mut line[j_lo..j_hi],
+                        &self.images[first + k * w..][..width],
+                    );
+                    zero(&mut line[j_hi..]);
+                }
+            }
+        };
+        let Column {
+            mut sample,
+            mut i,
+            mut from,
+        } = start;
+        let mut out = out;
         while !out.is_empty() {
+            let count = if s == 1 && from == 0 && (i_lo..i_hi).contains(&i) {
+                (out.len() / ow).min(i_hi - i)
+            } else {
+                0
+            };
+            if count >= 2 {
+                let (dst, rest) = std::mem::take(&mut out).split_at_mut(count * ow);
+                whole_lines(sample, i, count, dst);
+                out = rest;
+                i += count;
+                if i == oh {
+                    (sample, i) = (sample + 1, 0);
+                }
+                continue;
+            }
             let to = ow.min(from + out.len());
             let (dst, rest) = std::mem::take(&mut out).split_at_mut(to - from);
             line(sample, i, from, to, dst);
@@ -268,8 +382,11 @@ impl<E: Float> PanelSource<E> for ImageColumns<'_, E> {
         let mut row = [E::ZERO; PANEL_SOURCE_COLUMNS];
         let row = &mut row[..nc];
         let full_panels = nc / NR;
+        let start = self.column(jc);
+        let mut tap = Tap::of_row(pc, self.geometry.kernel);
         for p in 0..kc {
-            self.row_segment(pc + p, jc..jc + nc, row);
+            self.row_segment(tap, start, row);
+            tap = tap.next(self.geometry.kernel);
             let (whole, tail) = row.split_at(full_panels * NR);
             for (panel, values) in whole.chunks_exact(NR).enumerate() {
                 out[panel * NR * kc + p * NR..][..NR].copy_from_slice(values);
@@ -388,6 +505,9 @@ mod tests {
         (2, 8, 5, 5, 3, 2),
         (1, 2, 2, 3, 1, 2),
         (2, 4, 4, 4, 1, 3),
+        // Stride 1 with rows narrower than the input's (no padding, or less than K / 2).
+        (3, 9, 8, 3, 1, 0),
+        (2, 10, 9, 5, 1, 1),
         // Large enough to be split over both cores.
         (5, 40, 33, 3, 1, 1),
         (4, 41, 40, 3, 2, 1),

@@ -41,7 +41,7 @@ pub fn zero<E: Float>(dst: &mut [E]) {
 }
 
 /// Applies `write(at, piece)` to pieces covering `dst` (fewer than 16 values) whose lengths
-/// are constants: two overlapping pieces of 8 or of 4, else single values. With constant
+/// are constants: two overlapping pieces of 8, 4 or 2, or one value. With constant
 /// lengths the compiler emits plain moves instead of a library call.
 #[inline(always)]
 fn tail<E>(dst: &mut [E], mut write: impl FnMut(usize, &mut [E])) {
@@ -52,10 +52,12 @@ fn tail<E>(dst: &mut [E], mut write: impl FnMut(usize, &mut [E])) {
     } else if n >= 4 {
         write(0, &mut dst[..4]);
         write(n - 4, &mut dst[n - 4..][..4]);
-    } else {
-        for at in 0..n {
-            write(at, &mut dst[at..at + 1]);
-        }
+    } else if n >= 2 {
+        write(0, &mut dst[..2]);
+        write(n - 2, &mut dst[n - 2..][..2]);
+    } else if n == 1 {
+        // (Not a loop over the values: the compiler would make that a library call.)
+        write(0, &mut dst[..1]);
     }
 }
 
