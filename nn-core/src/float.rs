@@ -50,6 +50,9 @@ pub trait Float:
     /// Runs `f` with this thread's scratch buffer for matrix packing. The buffer only grows,
     /// so after the first products of a given size no call allocates.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    /// Like `with_scratch`, a second per-thread buffer: the partial product of a matrix
+    /// product split by depth, held while the product's packing uses the first.
+    fn with_partial_sums<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
     /// Whether `packed_gemm` has a fast path for products whose operands are both contiguous
     /// along the depth (rows of A, columns of B), used even for small products.
     const DOT_TILES: bool;
@@ -81,6 +84,25 @@ pub trait Float:
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads one value from exactly `Self::BYTES` little-endian bytes.
     fn read_le(bytes: &[u8]) -> Self;
+}
+
+/// Runs `f` with the first `len` values of this thread's `buffer`, which only grows, so after
+/// the first calls of a given size none allocates.
+fn with_thread_buffer<T: Copy + Default + 'static, R>(
+    buffer: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    buffer.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < len {
+                buffer.resize(len, T::default());
+            }
+            f(&mut buffer[..len])
+        }
+        // Re-entered on this thread (a product inside a product): use a fresh buffer.
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
 }
 
 macro_rules! impl_float {
@@ -137,16 +159,13 @@ macro_rules! impl_float {
                 thread_local! {
                     static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
                 }
-                SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                    Ok(mut buffer) => {
-                        if buffer.len() < len {
-                            buffer.resize(len, 0.0);
-                        }
-                        f(&mut buffer[..len])
-                    }
-                    // Re-entered on this thread (a product inside a product): use a fresh buffer.
-                    Err(_) => f(&mut vec![0.0; len]),
-                })
+                with_thread_buffer(&SCRATCH, len, f)
+            }
+            fn with_partial_sums<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static PARTIAL: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                with_thread_buffer(&PARTIAL, len, f)
             }
             #[inline(always)]
             fn is_finite(self) -> bool {

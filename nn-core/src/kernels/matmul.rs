@@ -9,7 +9,7 @@
 use std::marker::PhantomData;
 
 use crate::kernels::gemm::{reads_in_place, PackedRhs, PanelSource};
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, second_core_idle};
 use crate::kernels::vector::dot;
 use crate::Float;
 
@@ -17,6 +17,8 @@ use crate::Float;
 const SMALL_PRODUCT: usize = 48 * 1024;
 /// Above this many multiply-adds splitting one product over the threads pays.
 const PARALLEL_PRODUCT: usize = 1 << 20;
+/// Products at least this many times deeper than they are tall and wide split by depth.
+const DEEP_PRODUCT: usize = 2;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Copy, Clone, Debug)]
@@ -298,10 +300,10 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         small_matmul(a, b, c, accumulate);
         return;
     }
-    let out = OutputView::new(c);
     match split(m, k, n, in_place) {
+        Split::Depth(half) => by_depth_halves(a, b, c, half, accumulate),
         Split::Columns(half) => {
-            let (left, right) = out.split_columns(half);
+            let (left, right) = OutputView::new(c).split_columns(half);
             let b_left = MatRef { cols: half, ..b };
             let b_right = MatRef {
                 data: &b.data[half * b.col_stride..],
@@ -313,8 +315,10 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
                 || E::packed_gemm(a, b_right, right, accumulate),
             );
         }
-        Split::Rows => by_row_halves(a, out, |a, c| E::packed_gemm(a, b, c, accumulate)),
-        Split::Whole => E::packed_gemm(a, b, out, accumulate),
+        Split::Rows => by_row_halves(a, OutputView::new(c), |a, c| {
+            E::packed_gemm(a, b, c, accumulate)
+        }),
+        Split::Whole => E::packed_gemm(a, b, OutputView::new(c), accumulate),
     }
 }
 
@@ -325,6 +329,10 @@ enum Split {
     Columns(usize),
     /// Tall: the rows of A and C, in halves.
     Rows,
+    /// Deep (a weight gradient `dYᵀ X` over a batch of tokens): the depth before and after this
+    /// step, each core packing only its part of both operands; the second core's partial
+    /// product is added to C at the end.
+    Depth(usize),
     /// Too small to be worth a second core.
     Whole,
 }
@@ -334,6 +342,9 @@ enum Split {
 fn split(m: usize, k: usize, n: usize, in_place: bool) -> Split {
     if m * n * k < PARALLEL_PRODUCT {
         Split::Whole
+    } else if k >= DEEP_PRODUCT * m.max(n) && second_core_idle() {
+        // (Inside another split, both halves would run here, adding C twice for nothing.)
+        Split::Depth((k / 2).next_multiple_of(8))
     } else if n >= m && n >= 32 && !(in_place && m >= 16) {
         Split::Columns((n / 2).next_multiple_of(16).min(n))
     } else if m >= 16 {
@@ -341,6 +352,51 @@ fn split(m: usize, k: usize, n: usize, in_place: bool) -> Split {
     } else {
         Split::Whole
     }
+}
+
+/// `C (+)= A[:, ..half] · B[..half, :]` on this core and `A[:, half..] · B[half.., :]` into a
+/// buffer on the other, added to C once both are done.
+fn by_depth_halves<E: Float>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    half: usize,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let a_front = MatRef { cols: half, ..a };
+    let a_back = MatRef {
+        data: &a.data[half * a.col_stride..],
+        cols: k - half,
+        ..a
+    };
+    let b_front = MatRef { rows: half, ..b };
+    let b_back = MatRef {
+        data: &b.data[half * b.row_stride..],
+        rows: k - half,
+        ..b
+    };
+    let (row_stride, col_stride) = (c.row_stride, c.col_stride);
+    E::with_partial_sums(m * n, |partial| {
+        join(
+            || {
+                let front = MatMut {
+                    data: &mut *c.data,
+                    ..c
+                };
+                E::packed_gemm(a_front, b_front, OutputView::new(front), accumulate)
+            },
+            || {
+                let back = OutputView::new(MatMut::row_major(partial, m, n));
+                E::packed_gemm(a_back, b_back, back, false)
+            },
+        );
+        for (i, partial_row) in partial.chunks_exact(n).enumerate() {
+            for (j, value) in partial_row.iter().enumerate() {
+                c.data[i * row_stride + j * col_stride] += *value;
+            }
+        }
+    });
 }
 
 /// `C = A · B`, or `C += A · B`, for a B that packs its own panels (a convolution's column
@@ -374,6 +430,8 @@ pub fn matmul_source<E: Float, S: PanelSource<E>>(
     }
     let out = OutputView::new(c);
     match split(m, k, n, false) {
+        // (A source packs whole depth blocks; a convolution's products are not this deep.)
+        Split::Whole | Split::Depth(_) => E::source_gemm(a, b, 0..n, out, accumulate),
         Split::Columns(half) => {
             let (left, right) = out.split_columns(half);
             join(
@@ -382,7 +440,6 @@ pub fn matmul_source<E: Float, S: PanelSource<E>>(
             );
         }
         Split::Rows => by_row_halves(a, out, |a, c| E::source_gemm(a, b, 0..n, c, accumulate)),
-        Split::Whole => E::source_gemm(a, b, 0..n, out, accumulate),
     }
 }
 
@@ -566,6 +623,8 @@ mod tests {
             (40, 301, 100),
             // Few rows: dot products at any size.
             (2, 700, 300),
+            // Deep: split by depth when the second core is free.
+            (40, 1100, 30),
         ] {
             let (a64, b64, a32, b32) = operands(m * k, k * n, 3.0);
             let forms = [(false, false), (true, true), (false, true), (true, false)];
@@ -623,6 +682,40 @@ mod tests {
                     let tolerance = 1e-4 * (k as f64).sqrt().max(1.0);
                     assert!((*x as f64 - y).abs() < tolerance, "f32 m={m} k={k} n={n}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_split_by_depth_adds_both_halves_into_c() {
+        // `dYᵀ X` as a weight gradient has it (A transposed), and the other forms; called
+        // directly, since `matmul` splits by depth only when the worker is free.
+        let (m, k, n) = (24, 1000, 50);
+        assert!(matches!(
+            split(m, k, n, false),
+            Split::Depth(_) | Split::Whole
+        ));
+        let a_data = values(m * k, 4.0);
+        let b_data = values(k * n, 5.0);
+        for (a, b) in [
+            (
+                MatRef::transposed(&a_data[..], k, m),
+                MatRef::row_major(&b_data[..], k, n),
+            ),
+            (
+                MatRef::row_major(&a_data[..], m, k),
+                MatRef::transposed(&b_data[..], n, k),
+            ),
+        ] {
+            let expected = naive(&a, &b);
+            let mut c = vec![1.0; m * n];
+            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), 504, false);
+            for (x, y) in c.iter().zip(&expected) {
+                assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+            }
+            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), 496, true);
+            for (x, y) in c.iter().zip(&expected) {
+                assert!((x - 2.0 * y).abs() < 1e-9, "accumulated: {x} vs {y}");
             }
         }
     }

@@ -108,6 +108,13 @@ impl Worker {
     }
 }
 
+/// Whether a `join` called now would run its halves on two cores: there is a worker and no
+/// other `join` holds it (so not inside one). A hint, for work whose split costs something
+/// even when both halves then run on the caller.
+pub fn second_core_idle() -> bool {
+    worker().is_some_and(|worker| !worker.busy.load(Ordering::Relaxed))
+}
+
 /// Runs `a` and `b` in parallel (when a core is free) and returns when both have finished.
 pub fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     let Some(worker) = worker() else {
