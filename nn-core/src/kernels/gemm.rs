@@ -180,8 +180,16 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
+            let rhs = Rhs::Packing {
+                cols: b.cols,
+                // SAFETY: this closure only runs inside `f32_avx2`, called just below on a CPU
+                // with AVX2 and FMA.
+                pack: |pc, kc, jc, nc, out: &mut [f32]| unsafe {
+                    avx2::pack_b_16(&b, pc, kc, jc, nc, out)
+                },
+            };
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe { f32_avx2(a, b, c, accumulate) };
+            unsafe { f32_avx2(a, rhs, c, accumulate) };
             return;
         }
     }
@@ -206,53 +214,28 @@ pub fn gemm_source_f32<S: PanelSource<f32>>(
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe { f32_avx2_source(a, b, columns, c, accumulate) };
+            unsafe { f32_avx2(a, packing::<f32, S, 16>(b, columns), c, accumulate) };
             return;
         }
     }
     gemm_source_generic(a, b, columns, c, accumulate)
 }
 
+/// The blocked f32 product with the AVX2 micro-kernel, for any right operand.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn f32_avx2_source<S: PanelSource<f32>>(
+unsafe fn f32_avx2<P: PackBlock<f32>>(
     a: MatRef<'_, f32>,
-    b: &S,
-    columns: Range<usize>,
+    b: Rhs<'_, f32, P>,
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
-    blocked::<f32, 6, 16, _>(
+    blocked::<f32, 6, 16, P>(
         a,
-        packing::<f32, S, 16>(b, columns),
+        b,
         c,
         accumulate,
-        // SAFETY: this closure only runs inside `f32_avx2_source`, whose caller checked AVX2
-        // and FMA.
-        |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn f32_avx2(
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
-    c: OutputView<'_, f32>,
-    accumulate: bool,
-) {
-    blocked::<f32, 6, 16, _>(
-        a,
-        // SAFETY (both closures): they only run inside `f32_avx2`, whose caller checked AVX2
-        // and FMA.
-        Rhs::Packing {
-            cols: b.cols,
-            pack: |pc, kc, jc, nc, out: &mut [f32]| unsafe {
-                avx2::pack_b_16(&b, pc, kc, jc, nc, out)
-            },
-        },
-        c,
-        accumulate,
+        // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
         |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
     )
 }
@@ -382,31 +365,12 @@ pub fn gemm_prepacked_f32(
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe { f32_avx2_prepacked(a, b, c, accumulate) };
+            type Unused = fn(usize, usize, usize, usize, &mut [f32]);
+            unsafe { f32_avx2::<Unused>(a, Rhs::Packed(b), c, accumulate) };
             return;
         }
     }
     gemm_prepacked_generic(a, b, c, accumulate)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn f32_avx2_prepacked(
-    a: MatRef<'_, f32>,
-    b: &PackedRhs<f32>,
-    c: OutputView<'_, f32>,
-    accumulate: bool,
-) {
-    type Unused = fn(usize, usize, usize, usize, &mut [f32]);
-    blocked::<f32, 6, PACKED_NR, Unused>(
-        a,
-        Rhs::Packed(b),
-        c,
-        accumulate,
-        // SAFETY: this closure only runs inside `f32_avx2_prepacked`, whose caller checked
-        // AVX2 and FMA.
-        |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
-    )
 }
 
 /// `C = A · B` (or `C += A · B`) with B packed beforehand, for any element type.

@@ -399,6 +399,37 @@ fn by_depth_halves<E: Float>(
     });
 }
 
+/// Checks the shapes of `A · B` into `c` for `what` (B known by its shape, packed beforehand
+/// or packing itself), and finishes an empty product (a zero depth clears C unless
+/// accumulating). Returns `c` when there is a product left to compute.
+fn nonempty<'c, E: Float>(
+    what: &str,
+    a: &MatRef<'_, E>,
+    (b_rows, n): (usize, usize),
+    c: MatMut<'c, E>,
+    accumulate: bool,
+) -> Option<MatMut<'c, E>> {
+    let (m, k) = (a.rows, a.cols);
+    assert!(
+        b_rows == k && c.rows == m && c.cols == n,
+        "{what}: [{m}x{k}] · [{b_rows}x{n}] into [{}x{}]",
+        c.rows,
+        c.cols
+    );
+    assert!(
+        a.fits() && c.fits(),
+        "{what}: a view reaches past its buffer"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        if k == 0 {
+            // Let `matmul` clear C (or leave it) as for any product.
+            matmul(*a, MatRef::row_major(&[], 0, n), c, accumulate);
+        }
+        return None;
+    }
+    Some(c)
+}
+
 /// `C = A · B`, or `C += A · B`, for a B that packs its own panels (a convolution's column
 /// matrix made straight from the images, see [`PanelSource`]), split over both cores like
 /// [`matmul`].
@@ -408,26 +439,10 @@ pub fn matmul_source<E: Float, S: PanelSource<E>>(
     c: MatMut<'_, E>,
     accumulate: bool,
 ) {
-    let (m, k) = (a.rows, a.cols);
-    let (b_rows, n) = b.shape();
-    assert!(
-        b_rows == k && c.rows == m && c.cols == n,
-        "matmul_source: [{m}x{k}] · [{b_rows}x{n}] into [{}x{}]",
-        c.rows,
-        c.cols
-    );
-    assert!(
-        a.fits() && c.fits(),
-        "matmul_source: a view reaches past its buffer"
-    );
-    if m == 0 || n == 0 || k == 0 {
-        // An empty depth: let `matmul` clear C (or leave it) as for any product.
-        if k == 0 {
-            let empty = MatRef::row_major(&[], 0, n);
-            matmul(a, empty, c, accumulate);
-        }
+    let Some(c) = nonempty("matmul_source", &a, b.shape(), c, accumulate) else {
         return;
-    }
+    };
+    let (m, k, n) = (a.rows, a.cols, c.cols);
     let out = OutputView::new(c);
     match split(m, k, n, false) {
         // (A source packs whole depth blocks; a convolution's products are not this deep.)
@@ -480,26 +495,10 @@ pub fn matmul_prepacked<E: Float>(
     c: MatMut<'_, E>,
     accumulate: bool,
 ) {
-    let (m, k) = (a.rows, a.cols);
-    let (b_rows, n) = b.shape();
-    assert!(
-        b_rows == k && c.rows == m && c.cols == n,
-        "matmul_prepacked: [{m}x{k}] · [{b_rows}x{n}] into [{}x{}]",
-        c.rows,
-        c.cols
-    );
-    assert!(
-        a.fits() && c.fits(),
-        "matmul_prepacked: a view reaches past its buffer"
-    );
-    if m == 0 || n == 0 || k == 0 {
-        // An empty depth: let `matmul` clear C (or leave it) as for any product.
-        if k == 0 {
-            let empty = MatRef::row_major(&[], 0, n);
-            matmul(a, empty, c, accumulate);
-        }
+    let Some(c) = nonempty("matmul_prepacked", &a, b.shape(), c, accumulate) else {
         return;
-    }
+    };
+    let (m, k, n) = (a.rows, a.cols, c.cols);
     let out = OutputView::new(c);
     if m * n * k >= PARALLEL_PRODUCT && m >= 16 {
         by_row_halves(a, out, |a, c| E::prepacked_gemm(a, b, c, accumulate));
