@@ -300,7 +300,7 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         small_matmul(a, b, c, accumulate);
         return;
     }
-    match split(m, k, n, in_place) {
+    match split(m, k, n, in_place, true) {
         Split::Depth(half) => by_depth_halves(a, b, c, half, accumulate),
         Split::Columns(half) => {
             let (left, right) = OutputView::new(c).split_columns(half);
@@ -337,13 +337,16 @@ enum Split {
     Whole,
 }
 
-/// The split of an `[m x k] · [k x n]` product. (Dot-product tiles, which read B in place,
-/// split by rows once A has many: each core then reads all of B but writes whole rows of C.)
-fn split(m: usize, k: usize, n: usize, in_place: bool) -> Split {
+/// The split of an `[m x k] · [k x n]` product, by depth only if `by_depth` and the operands
+/// are packed. (Dot-product tiles, which read B in place, split by rows once A has many: each
+/// core then reads all of B but writes whole rows of C.)
+fn split(m: usize, k: usize, n: usize, in_place: bool, by_depth: bool) -> Split {
     if m * n * k < PARALLEL_PRODUCT {
         Split::Whole
-    } else if k >= DEEP_PRODUCT * m.max(n) && second_core_idle() {
-        // (Inside another split, both halves would run here, adding C twice for nothing.)
+    } else if by_depth && !in_place && k >= DEEP_PRODUCT * m.max(n) && second_core_idle() {
+        // (Inside another split, both halves would run here, adding C twice for nothing. A
+        // matrix-vector product, read in place, is bound by reading the matrix: its columns
+        // split as well, without the partial sums.)
         Split::Depth((k / 2).next_multiple_of(8))
     } else if n >= m && n >= 32 && !(in_place && m >= 16) {
         Split::Columns((n / 2).next_multiple_of(16).min(n))
@@ -444,8 +447,9 @@ pub fn matmul_source<E: Float, S: PanelSource<E>>(
     };
     let (m, k, n) = (a.rows, a.cols, c.cols);
     let out = OutputView::new(c);
-    match split(m, k, n, false) {
-        // (A source packs whole depth blocks; a convolution's products are not this deep.)
+    // Not by depth: a source is split by its columns (a convolution's positions), and the
+    // deep products of a convolution (512 x 4608 x 196 in VGG16) are tall enough for rows.
+    match split(m, k, n, false, false) {
         Split::Whole | Split::Depth(_) => E::source_gemm(a, b, 0..n, out, accumulate),
         Split::Columns(half) => {
             let (left, right) = out.split_columns(half);
@@ -691,7 +695,7 @@ mod tests {
         // directly, since `matmul` splits by depth only when the worker is free.
         let (m, k, n) = (24, 1000, 50);
         assert!(matches!(
-            split(m, k, n, false),
+            split(m, k, n, false, true),
             Split::Depth(_) | Split::Whole
         ));
         let a_data = values(m * k, 4.0);
