@@ -18,7 +18,7 @@
 //! updates (2 epochs, learning rate 2e-3) `gru(256)` reached 1.660 nats/char on the validation
 //! text, `lstm(256)` 1.736 and `gru(192)` 1.717, and the GRU ran about a fifth faster than the
 //! LSTM of the same width. The defaults (3 epochs, learning rate 3e-3) reach about 1.55
-//! nats/char (1.546 measured), against a unigram entropy of 3.31, in about a minute (63 s).
+//! nats/char (1.546 measured), against a unigram entropy of 3.31, in under a minute (49 s).
 
 #[path = "common/lm.rs"]
 mod lm;

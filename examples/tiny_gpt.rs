@@ -30,8 +30,9 @@
 //! Measured on this project's 2-core machine, shared with other work. The defaults (6 epochs,
 //! batch 16, learning rate 2e-3) give validation losses of 1.878, 1.742, 1.674, 1.632, 1.596
 //! and 1.582 nats/char after the epochs, against a unigram entropy of 3.309 (`char_rnn`: 1.546),
-//! in 225 s in all (35-38 s an epoch; 337 s before session 3's kernel changes, which left every
-//! loss the same to three decimals); `--epochs 5` gave 1.590 (in 245 s then). After 2 epochs,
+//! in 191 s in all (27-36 s an epoch; 337 s before session 3's kernel changes and 225 s before
+//! session 4's, which left every loss the same to three decimals); `--epochs 5` gave 1.590 (in
+//! 245 s then). After 2 epochs,
 //! batch 16 at 2e-3 reached 1.696, at 3e-3 1.707, batch 8 at 2e-3 1.711, batch 32 at 4e-3
 //! 1.717 and at 2e-3 1.737; over 6 epochs a peak of 3e-3 ended at 1.590.
 
