@@ -273,13 +273,16 @@ impl<'a, E: Float> ImageColumns<'a, E> {
     /// the padding, a copy of the input row (strided when `S > 1`) where it reads inside. (No
     /// divisions here: an 8 x 8 image's rows are 64 values, and ten divisions per row took
     /// longer than writing it.)
-    fn row_segment(&self, tap: Tap, start: Column, out: &mut [E]) {
+    fn row_segment(&self, tap: Tap, start: Column, mut out: &mut [E]) {
         let g = self.geometry;
         let (w, s, p) = (g.width, g.stride, g.padding);
         let (oh, ow) = (g.out_height, g.out_width);
         let Tap { c, u, v } = tap;
         let (i_lo, i_hi) = valid_range(u, p, s, g.height, oh);
         let (j_lo, j_hi) = valid_range(v, p, s, w, ow);
+        // Where the input row that output row `i` of sample `sample` reads starts in `images`.
+        let input_row =
+            |sample: usize, i: usize| sample * g.input_len() + (c * g.height + s * i + u - p) * w;
         // Positions `from..to` of output row `i` of sample `sample`, into `dst`.
         let line = |sample: usize, i: usize, from: usize, to: usize, dst: &mut [E]| {
             if i < i_lo || i >= i_hi {
@@ -294,8 +297,7 @@ impl<'a, E: Float> ImageColumns<'a, E> {
             if inside.is_empty() {
                 return;
             }
-            let plane = sample * g.input_len() + c * g.height * w;
-            let src = &self.images[plane + (s * i + u - p) * w..][..w];
+            let src = &self.images[input_row(sample, i)..][..w];
             let start = s * lo + v - p;
             if s == 1 {
                 // Rows of a small image are short: a `memcpy` call per row cost more than
@@ -315,8 +317,7 @@ impl<'a, E: Float> ImageColumns<'a, E> {
             if width == 0 {
                 return zero(dst);
             }
-            let plane = sample * g.input_len() + c * g.height * w;
-            let first = plane + (i + u - p) * w + j_lo + v - p;
+            let first = input_row(sample, i) + j_lo + v - p;
             if ow == w {
                 // The rows are consecutive in the input too: one copy for all of them, then
                 // zeros over the few values per row that it took from the neighbouring rows.
@@ -342,7 +343,6 @@ impl<'a, E: Float> ImageColumns<'a, E> {
             mut i,
             mut from,
         } = start;
-        let mut out = out;
         while !out.is_empty() {
             let count = if s == 1 && from == 0 && (i_lo..i_hi).contains(&i) {
                 (out.len() / ow).min(i_hi - i)
