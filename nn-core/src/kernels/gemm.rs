@@ -345,6 +345,23 @@ impl<E: Float> PackedRhs<E> {
         }
     }
 
+    /// Where `B[row, col]` lives in [`panels_mut`](Self::panels_mut): for a caller that
+    /// computes B's entries itself and writes them straight into place, rather than into a
+    /// matrix that `pack` then copies.
+    pub fn index(&self, row: usize, col: usize) -> usize {
+        let depth = panel_depth(self.rows, self.cols);
+        let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
+        let pc = row / depth * depth;
+        let kc = depth.min(self.rows - pc);
+        pc * width + col / PACKED_NR * PACKED_NR * kc + (row - pc) * PACKED_NR + col % PACKED_NR
+    }
+
+    /// The panels, to be written at [`index`](Self::index) positions (padding columns must
+    /// stay zero).
+    pub fn panels_mut(&mut self) -> &mut [E] {
+        &mut self.panels
+    }
+
     /// The panels of depth block `pc..pc + kc` from column `jc` on (`jc` a multiple of 16).
     fn block(&self, pc: usize, jc: usize, kc: usize) -> &[E] {
         let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;

@@ -7,6 +7,7 @@ pub mod matmul;
 pub mod parallel;
 pub mod special;
 pub mod vector;
+pub mod winograd;
 
 pub use gemm::PackedRhs;
 pub use im2col::{col2im, im2col, ConvGeometry, ImageColumns};

@@ -1,0 +1,678 @@
+//! Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016): a 3 x 3, stride-1 convolution computed as 16 matrix products that
+//! together do 16 multiply-adds per 2 x 2 outputs and input channel, where im2col + GEMM does 36.
+//!
+//! Each 2 x 2 block of outputs ("tile") reads a 4 x 4 patch `d` of every input channel (patches
+//! overlap by 2). With the fixed matrices
+//!
+//! ```text
+//!      [1  0 -1  0]        [1   0   0]
+//! Bᵀ = [0  1  1  0]    G = [½   ½   ½]    Aᵀ = [1  1  1  0]
+//!      [0 -1  1  0]        [½  -½   ½]         [0  1 -1 -1]
+//!      [0  1  0 -1]        [0   0   1]
+//! ```
+//!
+//! the tile of output channel `o` is `Aᵀ [Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B)] A`, exactly the
+//! cross-correlation of the 3 x 3 kernels `g_oc` with the patches (up to rounding). The sum over
+//! channels at each of the 16 positions `ξ` of the 4 x 4 transforms is a matrix product:
+//! `M_ξ = V_ξ · U_ξ` with `V_ξ [tiles, CI]` the transformed patches and `U_ξ [CI, CO]` the
+//! transformed kernels, packed once per pass as the products' right operand ([`PackedRhs`]).
+//!
+//! The transforms only add, subtract and halve, so the results differ from a direct sum by a
+//! few rounding errors of the inputs' size, like any reordering of the sum.
+
+use super::gemm::PackedRhs;
+use super::im2col::ConvGeometry;
+use std::ops::Range;
+
+use super::matmul::{matmul_prepacked, MatMut, MatRef};
+use super::parallel::join;
+use crate::Float;
+
+/// Positions of a 4 x 4 transform, each its own matrix product.
+pub const POSITIONS: usize = 16;
+
+/// A 3 x 3, stride-1 convolution's tiling: `tile_rows x tile_cols` tiles of 2 x 2 outputs per
+/// sample (the last row or column of tiles is cut off where the output size is odd).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    pub geometry: ConvGeometry,
+    pub tile_rows: usize,
+    pub tile_cols: usize,
+}
+
+impl Tiling {
+    /// The tiling of `geometry`, or `None` unless its kernel is 3 x 3 with stride 1.
+    pub const fn new(geometry: ConvGeometry) -> Option<Self> {
+        if geometry.kernel != 3 || geometry.stride != 1 {
+            return None;
+        }
+        Some(Self {
+            geometry,
+            tile_rows: geometry.out_height.div_ceil(2),
+            tile_cols: geometry.out_width.div_ceil(2),
+        })
+    }
+
+    /// Values of one sample's input.
+    fn input_len(&self) -> usize {
+        let g = self.geometry;
+        g.channels * g.height * g.width
+    }
+
+    /// Values of one sample's output with `out_channels` channels.
+    fn output_len(&self, out_channels: usize) -> usize {
+        out_channels * self.geometry.out_height * self.geometry.out_width
+    }
+}
+
+/// The transformed kernels `U_ξ = (G g Gᵀ)_ξ`, one packed `[CI, co]` matrix per position for
+/// each half of the output channels: a single sample's products are shared between the cores
+/// by output channel (see [`convolve`]).
+#[derive(Clone, Debug)]
+pub struct TransformedKernels<E> {
+    halves: [Vec<PackedRhs<E>>; 2],
+    in_channels: usize,
+}
+
+impl<E: Float> TransformedKernels<E> {
+    /// Room for the kernels of a convolution from `in_channels` to `out_channels`.
+    pub fn new(in_channels: usize, out_channels: usize) -> Self {
+        let half = |columns: usize| {
+            (0..POSITIONS)
+                .map(|_| PackedRhs::new(in_channels, columns))
+                .collect()
+        };
+        let front = out_channels / 2;
+        Self {
+            halves: [half(front), half(out_channels - front)],
+            in_channels,
+        }
+    }
+
+    /// The output channels of each half.
+    fn outputs(&self) -> [Range<usize>; 2] {
+        let front = self.halves[0][0].shape().1;
+        [0..front, front..front + self.halves[1][0].shape().1]
+    }
+
+    /// Transforms `weight` (`[CO, CI, 3, 3]`, PyTorch's layout) into place, one half of the
+    /// output channels on each core.
+    pub fn transform(&mut self, weight: &[E]) {
+        let [front, back] = self.outputs();
+        assert_eq!(
+            weight.len(),
+            back.end * self.in_channels * 9,
+            "3 x 3 kernels"
+        );
+        let (weight_front, weight_back) = weight.split_at(front.end * self.in_channels * 9);
+        let [first, second] = &mut self.halves;
+        join(
+            || transform_kernels(weight_front, first),
+            || transform_kernels(weight_back, second),
+        );
+    }
+}
+
+/// Writes every `G g Gᵀ` of `weight` (`[co, CI, 3, 3]`) into `positions` (`[CI, co]` each).
+fn transform_kernels<E: Float>(weight: &[E], positions: &mut [PackedRhs<E>]) {
+    const LANES: usize = 16;
+    let (in_channels, out_channels) = positions[0].shape();
+    let half = E::from_f64(0.5);
+    // Sixteen output channels at a time, one per lane: their entries at one input channel
+    // are contiguous in the panels, so each position gets one whole run of 16 values.
+    for outs in (0..out_channels).step_by(LANES) {
+        let lanes = LANES.min(out_channels - outs);
+        for c in 0..in_channels {
+            // taps[u][v][lane] = g[o = outs + lane][c][u][v].
+            let mut taps = [[[E::ZERO; LANES]; 3]; 3];
+            for lane in 0..lanes {
+                let g = &weight[((outs + lane) * in_channels + c) * 9..][..9];
+                for (t, value) in g.iter().enumerate() {
+                    taps[t / 3][t % 3][lane] = *value;
+                }
+            }
+            // G g: rows g0, (g0 + g1 + g2) / 2, (g0 − g1 + g2) / 2 and g2 of each kernel;
+            // then (G g) Gᵀ, the same combination along each row.
+            let gg = combine(taps, half);
+            let u = gg.map(|row| combine([[row[0]], [row[1]], [row[2]]], half));
+            let at = positions[0].index(c, outs);
+            for (xi, packed) in positions.iter_mut().enumerate() {
+                packed.panels_mut()[at..at + lanes].copy_from_slice(&u[xi / 4][xi % 4][0][..lanes]);
+            }
+        }
+    }
+}
+
+/// `G · g` for the three rows of `g`: `[g0, (g0 + g1 + g2) / 2, (g0 − g1 + g2) / 2, g2]`,
+/// lane by lane.
+fn combine<E: Float, const N: usize, const L: usize>(
+    g: [[[E; L]; N]; 3],
+    half: E,
+) -> [[[E; L]; N]; 4] {
+    let mut out = [[[E::ZERO; L]; N]; 4];
+    for n in 0..N {
+        for l in 0..L {
+            let (g0, g1, g2) = (g[0][n][l], g[1][n][l], g[2][n][l]);
+            out[0][n][l] = g0;
+            out[1][n][l] = (g0 + g1 + g2) * half;
+            out[2][n][l] = (g0 - g1 + g2) * half;
+            out[3][n][l] = g2;
+        }
+    }
+    out
+}
+
+/// The buffers of [`convolve`], one set per core: the transformed patches `V`
+/// (`[16][CI][tiles]`) of a block of tiles, their products `M` (`[16][tiles][co]`, for one
+/// half of the output channels at a time), and rows for the transforms.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch<E> {
+    cores: [CoreScratch<E>; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct CoreScratch<E> {
+    patches: Vec<E>,
+    products: Vec<E>,
+    lines: Vec<E>,
+}
+
+/// Grows `buffer` to at least `len` values and returns its first `len`.
+fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) -> &mut [E] {
+    if buffer.len() < len {
+        buffer.resize(len, E::ZERO);
+    }
+    &mut buffer[..len]
+}
+
+/// Transformed patch values (`16 · CI` per tile) per block of tiles: enough tiles to reuse
+/// each packed kernel panel many times, few enough to stay in the last-level cache.
+const BLOCK_VALUES: usize = 1 << 19;
+
+/// `y = bias + x ⋆ g` for the samples `x` (`[CI, H, W]` each, one after another) into `y`
+/// (`[CO, OH, OW]` each), with `kernels` transformed from `g`.
+///
+/// A batch is split in halves, one per core. A single sample shares each block of tiles
+/// between the cores instead: each transforms half of the input channels, then multiplies by
+/// and transforms back half of the output channels.
+pub fn convolve<E: Float>(
+    tiling: Tiling,
+    kernels: &TransformedKernels<E>,
+    bias: &[E],
+    x: &[E],
+    y: &mut [E],
+    scratch: &mut Scratch<E>,
+) {
+    let out_len = tiling.output_len(bias.len());
+    let batch = y.len() / out_len;
+    assert_eq!(
+        tiling.geometry.channels, kernels.in_channels,
+        "input channels"
+    );
+    assert_eq!(
+        kernels.outputs()[1].end,
+        bias.len(),
+        "one bias per output channel"
+    );
+    assert_eq!(x.len(), batch * tiling.input_len(), "whole samples");
+    let [first, second] = &mut scratch.cores;
+    if batch >= 2 {
+        let half = batch / 2;
+        let (x_front, x_back) = x.split_at(half * tiling.input_len());
+        let (y_front, y_back) = y.split_at_mut(half * out_len);
+        join(
+            || convolve_samples(tiling, kernels, bias, x_front, y_front, first),
+            || convolve_samples(tiling, kernels, bias, x_back, y_back, second),
+        );
+    } else if batch == 1 {
+        convolve_shared(tiling, kernels, bias, x, y, first, second);
+    }
+}
+
+/// Rows of tiles per block.
+fn block_rows(tiling: Tiling) -> usize {
+    let per_row = POSITIONS * tiling.geometry.channels * tiling.tile_cols;
+    (BLOCK_VALUES / per_row.max(1)).max(1)
+}
+
+/// One core's samples, block by block.
+fn convolve_samples<E: Float>(
+    tiling: Tiling,
+    kernels: &TransformedKernels<E>,
+    bias: &[E],
+    x: &[E],
+    y: &mut [E],
+    core: &mut CoreScratch<E>,
+) {
+    let channels = tiling.geometry.channels;
+    let out_len = tiling.output_len(bias.len());
+    let plane = tiling.output_len(1);
+    let rows = y.len() / out_len * tiling.tile_rows;
+    for start in (0..rows).step_by(block_rows(tiling)) {
+        let rows = start..(start + block_rows(tiling)).min(rows);
+        let tiles = rows.len() * tiling.tile_cols;
+        let patches = reserve(&mut core.patches, POSITIONS * channels * tiles);
+        let (mut v, _) = split_channels(patches, tiles, channels);
+        transform_patches(
+            tiling,
+            x,
+            rows.clone(),
+            0..channels,
+            &mut v,
+            &mut core.lines,
+        );
+        for (half, outputs) in kernels.halves.iter().zip(kernels.outputs()) {
+            let products = multiply(patches, tiles, half, &mut core.products);
+            let bias = &bias[outputs.clone()];
+            for (k, row) in rows.clone().enumerate() {
+                let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
+                let out = &mut y[sample * out_len..][outputs.start * plane..outputs.end * plane];
+                let source = Products {
+                    values: products,
+                    tiles,
+                    first: k * tiling.tile_cols,
+                };
+                transform_outputs(tiling, &source, tile_row, bias, out, &mut core.lines);
+            }
+        }
+    }
+}
+
+/// One sample's blocks of tiles, each shared between the cores.
+fn convolve_shared<E: Float>(
+    tiling: Tiling,
+    kernels: &TransformedKernels<E>,
+    bias: &[E],
+    x: &[E],
+    y: &mut [E],
+    first: &mut CoreScratch<E>,
+    second: &mut CoreScratch<E>,
+) {
+    let channels = tiling.geometry.channels;
+    let split = kernels.outputs()[0].end;
+    let (y_front, y_back) = y.split_at_mut(split * tiling.output_len(1));
+    let (bias_front, bias_back) = bias.split_at(split);
+    let in_split = channels / 2;
+    for start in (0..tiling.tile_rows).step_by(block_rows(tiling)) {
+        let rows = start..(start + block_rows(tiling)).min(tiling.tile_rows);
+        let tiles = rows.len() * tiling.tile_cols;
+        let patches = reserve(&mut first.patches, POSITIONS * channels * tiles);
+        let (mut v_front, mut v_back) = split_channels(patches, tiles, in_split);
+        let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
+        join(
+            || {
+                transform_patches(
+                    tiling,
+                    x,
+                    rows.clone(),
+                    0..in_split,
+                    &mut v_front,
+                    front_lines,
+                )
+            },
+            || {
+                let back = in_split..channels;
+                transform_patches(tiling, x, rows.clone(), back, &mut v_back, back_lines)
+            },
+        );
+        let patches = &*patches;
+        let finish = |half: &[PackedRhs<E>],
+                      bias: &[E],
+                      out: &mut [E],
+                      products: &mut Vec<E>,
+                      lines: &mut Vec<E>| {
+            let products = multiply(patches, tiles, half, products);
+            for (k, tile_row) in rows.clone().enumerate() {
+                let source = Products {
+                    values: products,
+                    tiles,
+                    first: k * tiling.tile_cols,
+                };
+                transform_outputs(tiling, &source, tile_row, bias, out, lines);
+            }
+        };
+        let [front, back] = &kernels.halves;
+        let (front_products, back_products) = (&mut first.products, &mut second.products);
+        let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
+        join(
+            || {
+                finish(
+                    front,
+                    bias_front,
+                    &mut *y_front,
+                    front_products,
+                    front_lines,
+                )
+            },
+            || finish(back, bias_back, &mut *y_back, back_products, back_lines),
+        );
+    }
+}
+
+/// `V` (`[16][CI][tiles]`) as its 16 positions, each cut after `channels` input channels.
+fn split_channels<E>(
+    patches: &mut [E],
+    tiles: usize,
+    channels: usize,
+) -> ([&mut [E]; POSITIONS], [&mut [E]; POSITIONS]) {
+    let mut front: [&mut [E]; POSITIONS] = Default::default();
+    let mut back: [&mut [E]; POSITIONS] = Default::default();
+    let per_position = patches.len() / POSITIONS;
+    for (xi, position) in patches.chunks_exact_mut(per_position).enumerate() {
+        (front[xi], back[xi]) = position.split_at_mut(channels * tiles);
+    }
+    (front, back)
+}
+
+/// `M_ξ = V_ξ · U_ξ` for the 16 positions, into `products` (`[16][tiles][co]`).
+fn multiply<'a, E: Float>(
+    patches: &[E],
+    tiles: usize,
+    kernels: &[PackedRhs<E>],
+    products: &'a mut Vec<E>,
+) -> &'a [E] {
+    let (in_channels, out_channels) = kernels[0].shape();
+    let products = reserve(products, POSITIONS * tiles * out_channels);
+    let per_position = in_channels * tiles;
+    if per_position == 0 || out_channels == 0 {
+        // No input channels (or a half without output channels): nothing to multiply.
+        products.fill(E::ZERO);
+        return products;
+    }
+    for ((v, m), u) in patches
+        .chunks_exact(per_position)
+        .zip(products.chunks_exact_mut(tiles * out_channels))
+        .zip(kernels)
+    {
+        // V_ξ is stored [CI][tiles]: read as [tiles, CI], it is column-major.
+        let v = MatRef {
+            data: v,
+            rows: tiles,
+            cols: in_channels,
+            row_stride: 1,
+            col_stride: tiles,
+        };
+        matmul_prepacked(v, u, MatMut::row_major(m, tiles, out_channels), false);
+    }
+    products
+}
+
+/// `Bᵀ d B` for every patch of the tile rows `rows` (counted over the samples of `x`) and the
+/// input channels `channels`, into `v` (position `ξ`: `[channels][tiles]`).
+///
+/// Per channel, each of the 4 input rows a tile row reads is first transformed along its width
+/// (`d B`, all tiles of the row at once); the combination down the rows (`Bᵀ ·`) then runs
+/// over contiguous runs of tiles.
+fn transform_patches<E: Float>(
+    tiling: Tiling,
+    x: &[E],
+    rows: Range<usize>,
+    channels: Range<usize>,
+    v: &mut [&mut [E]; POSITIONS],
+    lines: &mut Vec<E>,
+) {
+    let g = tiling.geometry;
+    let cols = tiling.tile_cols;
+    let tiles = rows.len() * cols;
+    let plane = g.height * g.width;
+    let lines = reserve(lines, 16 * cols + 2 * cols + 2);
+    let (lines, padded) = lines.split_at_mut(16 * cols);
+    for (k, row) in rows.enumerate() {
+        let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
+        let image = &x[sample * tiling.input_len()..][..tiling.input_len()];
+        for (local, c) in channels.clone().enumerate() {
+            // lines[(4 r + s) · cols + j]: input row r of the patches, transformed along the width.
+            for r in 0..4 {
+                let out = &mut lines[4 * r * cols..][..4 * cols];
+                let y = (2 * tile_row + r)
+                    .checked_sub(g.padding)
+                    .filter(|&y| y < g.height);
+                match y {
+                    Some(y) => {
+                        let line = &image[c * plane + y * g.width..][..g.width];
+                        transform_line(line, g.padding, padded, out);
+                    }
+                    None => out.fill(E::ZERO),
+                }
+            }
+            let at = local * tiles + k * cols;
+            for s in 0..4 {
+                let d = |r: usize| &lines[(4 * r + s) * cols..][..cols];
+                let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+                let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|r| 4 * r + s);
+                let (v0, v1, v2, v3) = four_mut(v, [v0, v1, v2, v3], at, cols);
+                for j in 0..cols {
+                    v0[j] = d0[j] - d2[j];
+                    v1[j] = d1[j] + d2[j];
+                    v2[j] = d2[j] - d1[j];
+                    v3[j] = d1[j] - d3[j];
+                }
+            }
+        }
+    }
+}
+
+/// `d B` along one input row: `out[s · cols + j]` for the 4 values `x[2j − P .. 2j − P + 4]`
+/// (0 outside the row) of tile column `j`. `padded` holds the row with its zeros around it
+/// (`2 · cols + 2` values), so that the loop over tiles reads pairs of values without
+/// checks and vectorises.
+fn transform_line<E: Float>(line: &[E], padding: usize, padded: &mut [E], out: &mut [E]) {
+    let cols = out.len() / 4;
+    padded.fill(E::ZERO);
+    let inside = line.len().min(padded.len().saturating_sub(padding));
+    padded[padding..padding + inside].copy_from_slice(&line[..inside]);
+    let (w0, rest) = out.split_at_mut(cols);
+    let (w1, rest) = rest.split_at_mut(cols);
+    let (w2, w3) = rest.split_at_mut(cols);
+    let pairs = padded.chunks_exact(2).zip(padded[2..].chunks_exact(2));
+    for ((((w0, w1), w2), w3), (front, back)) in w0.iter_mut().zip(w1).zip(w2).zip(w3).zip(pairs) {
+        let (x0, x1, x2, x3) = (front[0], front[1], back[0], back[1]);
+        *w0 = x0 - x2;
+        *w1 = x1 + x2;
+        *w2 = x2 - x1;
+        *w3 = x1 - x3;
+    }
+}
+
+/// The `len`-long runs at `at` of the four positions `xi` (increasing) of `v`.
+fn four_mut<'a, E>(
+    v: &'a mut [&mut [E]; POSITIONS],
+    xi: [usize; 4],
+    at: usize,
+    len: usize,
+) -> (&'a mut [E], &'a mut [E], &'a mut [E], &'a mut [E]) {
+    let (_, rest) = v.split_at_mut(xi[0]);
+    let (a, rest) = rest.split_at_mut(xi[1] - xi[0]);
+    let (b, rest) = rest.split_at_mut(xi[2] - xi[1]);
+    let (c, d) = rest.split_at_mut(xi[3] - xi[2]);
+    let run = |p: &'a mut [&mut [E]]| -> &'a mut [E] {
+        let first: &'a mut &mut [E] = &mut p[0];
+        &mut first[at..][..len]
+    };
+    (run(a), run(b), run(c), run(d))
+}
+
+/// The products `M` of a block (`[16][tiles][co]`), from tile `first` on.
+struct Products<'a, E> {
+    values: &'a [E],
+    tiles: usize,
+    first: usize,
+}
+
+impl<'a, E> Products<'a, E> {
+    /// Position `xi` of tile `first + j`: `co` values.
+    fn get(&self, xi: usize, j: usize) -> &'a [E] {
+        let channels = self.values.len() / (POSITIONS * self.tiles);
+        &self.values[(xi * self.tiles + self.first + j) * channels..][..channels]
+    }
+}
+
+/// `bias + Aᵀ M A` for one row of tiles (`tile_row` of a sample) into `out` (`[co, OH, OW]`,
+/// that sample's output channels of these products).
+fn transform_outputs<E: Float>(
+    tiling: Tiling,
+    products: &Products<'_, E>,
+    tile_row: usize,
+    bias: &[E],
+    out: &mut [E],
+    lines: &mut Vec<E>,
+) {
+    let g = tiling.geometry;
+    let channels = bias.len();
+    let (height, width) = (g.out_height, g.out_width);
+    let plane = height * width;
+    // Eight rows of `channels` values: (Aᵀ M)'s top and bottom rows for each of the 4
+    // columns, then overwritten by the 4 outputs. Each loop reads and writes a few contiguous
+    // runs, which the compiler turns into vector code.
+    if channels == 0 {
+        return;
+    }
+    // The tile row's two output rows of every channel, `band[o][a][column]`, are gathered
+    // here (in L2) and then copied out whole: written straight into `out`, each tile's values
+    // went to a different page per channel, and the stores stalled on the misses.
+    let band_len = channels * 2 * width;
+    let lines = reserve(lines, 8 * channels + band_len);
+    let (lines, band) = lines.split_at_mut(8 * channels);
+    for j in 0..tiling.tile_cols {
+        let m = |xi: usize| &products.get(xi, j)[..channels];
+        let (top, bottom) = lines.split_at_mut(4 * channels);
+        let columns = top
+            .chunks_exact_mut(channels)
+            .zip(bottom.chunks_exact_mut(channels));
+        for (s, (top, bottom)) in columns.enumerate() {
+            // Aᵀ M: m0 + m1 + m2 and m1 − m2 − m3 down column s.
+            let (m0, m1, m2, m3) = (m(s), m(4 + s), m(8 + s), m(12 + s));
+            for o in 0..channels {
+                top[o] = m0[o] + m1[o] + m2[o];
+                bottom[o] = m1[o] - m2[o] - m3[o];
+            }
+        }
+        // · A along each row, into lines 0, 1 (top row of the tile) and 4, 5 (bottom row).
+        for half in [0, 4] {
+            let (row, _) = lines[half * channels..].split_at_mut(4 * channels);
+            let (p0, rest) = row.split_at_mut(channels);
+            let (p1, rest) = rest.split_at_mut(channels);
+            let (p2, p3) = rest.split_at_mut(channels);
+            for o in 0..channels {
+                let (a, b, c, d) = (p0[o], p1[o], p2[o], p3[o]);
+                p0[o] = bias[o] + a + b + c;
+                p1[o] = bias[o] + b - c - d;
+            }
+        }
+        let column = 2 * j;
+        let pairs = [(0, 0), (0, 1), (1, 0), (1, 1)];
+        for ((a, b), line) in pairs.into_iter().zip([0, 1, 4, 5]) {
+            if column + b < width {
+                let values = &lines[line * channels..][..channels];
+                for (o, value) in values.iter().enumerate() {
+                    band[(2 * o + a) * width + column + b] = *value;
+                }
+            }
+        }
+    }
+    let first_row = 2 * tile_row;
+    let rows = 2.min(height - first_row);
+    for (o, rows_of_o) in band.chunks_exact(2 * width).enumerate() {
+        let at = o * plane + first_row * width;
+        out[at..at + rows * width].copy_from_slice(&rows_of_o[..rows * width]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::{rng, uniform, Rng};
+
+    /// The convolution summed directly from its definition.
+    fn direct(g: ConvGeometry, co: usize, weight: &[f64], bias: &[f64], x: &[f64]) -> Vec<f64> {
+        let (oh, ow) = (g.out_height, g.out_width);
+        let mut y = vec![0.0; co * oh * ow];
+        for o in 0..co {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut sum = bias[o];
+                    for c in 0..g.channels {
+                        for u in 0..3 {
+                            for v in 0..3 {
+                                let (yy, xx) = (
+                                    (i + u) as isize - g.padding as isize,
+                                    (j + v) as isize - g.padding as isize,
+                                );
+                                if yy >= 0
+                                    && xx >= 0
+                                    && (yy as usize) < g.height
+                                    && (xx as usize) < g.width
+                                {
+                                    sum += weight[((o * g.channels + c) * 3 + u) * 3 + v]
+                                        * x[(c * g.height + yy as usize) * g.width + xx as usize];
+                                }
+                            }
+                        }
+                    }
+                    y[o * oh * ow + i * ow + j] = sum;
+                }
+            }
+        }
+        y
+    }
+
+    fn values(rng: &mut Rng, len: usize) -> Vec<f64> {
+        let mut values = vec![0.0; len];
+        uniform(rng, &mut values, 1.0);
+        values
+    }
+
+    #[test]
+    fn matches_the_direct_sum_for_odd_and_even_sizes_and_any_padding() {
+        let mut rng = rng(7);
+        // (channels, height, width, padding, out channels, samples)
+        for (ci, h, w, p, co, batch) in [
+            (3, 5, 7, 1, 4, 2),
+            (2, 6, 6, 0, 3, 3),
+            (5, 4, 9, 2, 17, 1),
+            (1, 3, 3, 0, 1, 2),
+            (20, 8, 5, 1, 33, 2),
+        ] {
+            let g = ConvGeometry::new(ci, h, w, 3, 1, p);
+            let tiling = Tiling::new(g).expect("3 x 3, stride 1");
+            let weight = values(&mut rng, co * ci * 9);
+            let bias = values(&mut rng, co);
+            let x = values(&mut rng, batch * ci * h * w);
+            let mut kernels = TransformedKernels::new(ci, co);
+            kernels.transform(&weight);
+            let out_len = co * g.out_height * g.out_width;
+            let mut scratch = Scratch::default();
+            // The whole batch (split between the cores), then each sample alone (shared).
+            let mut y = vec![f64::NAN; batch * out_len];
+            convolve(tiling, &kernels, &bias, &x, &mut y, &mut scratch);
+            let mut alone = vec![f64::NAN; batch * out_len];
+            for (xs, ys) in x
+                .chunks_exact(ci * h * w)
+                .zip(alone.chunks_exact_mut(out_len))
+            {
+                convolve(tiling, &kernels, &bias, xs, ys, &mut scratch);
+            }
+            assert_eq!(y, alone, "{ci}x{h}x{w}: a batch and its samples alone");
+            for s in 0..batch {
+                let expected = direct(g, co, &weight, &bias, &x[s * ci * h * w..][..ci * h * w]);
+                for (i, (a, b)) in y[s * out_len..][..out_len]
+                    .iter()
+                    .zip(&expected)
+                    .enumerate()
+                {
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "{ci}x{h}x{w} p{p}: [{s}, {i}] {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_tiles_three_by_three_stride_one() {
+        assert!(Tiling::new(ConvGeometry::new(1, 8, 8, 3, 2, 1)).is_none());
+        assert!(Tiling::new(ConvGeometry::new(1, 8, 8, 5, 1, 2)).is_none());
+    }
+}
