@@ -401,9 +401,11 @@ fn multiply<'a, E: Float>(
 /// `Bᵀ d B` for every patch of the tile rows `rows` (counted over the samples of `x`) and the
 /// input channels `channels`, into `v` (position `ξ`: `[channels][tiles]`).
 ///
-/// Per channel, each of the 4 input rows a tile row reads is first transformed along its width
-/// (`d B`, all tiles of the row at once); the combination down the rows (`Bᵀ ·`) then runs
-/// over contiguous runs of tiles.
+/// Per sample and channel, every input row the tiles read is first transformed along its
+/// width once (`d B`, all tiles of the row at once), into even and odd rows apart. Tile row
+/// `i` reads rows `2i .. 2i + 4` (counting the padding), that is even and odd rows `i` and
+/// `i + 1`, so the combination down the rows (`Bᵀ ·`) is four long loops over all the tile
+/// rows at once: images of 8 x 8 have rows of only 4 tiles.
 fn transform_patches<E: Float>(
     tiling: Tiling,
     x: &[E],
@@ -416,33 +418,52 @@ fn transform_patches<E: Float>(
     let cols = tiling.tile_cols;
     let tiles = rows.len() * cols;
     let plane = g.height * g.width;
-    let lines = reserve(lines, 16 * cols + 2 * cols + 2);
-    let (lines, padded) = lines.split_at_mut(16 * cols);
-    for (k, row) in rows.enumerate() {
-        let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
-        let image = &x[sample * tiling.input_len()..][..tiling.input_len()];
+    let mut start = rows.start;
+    while start < rows.end {
+        // The tile rows of one sample.
+        let (sample, first) = (start / tiling.tile_rows, start % tiling.tile_rows);
+        let end = rows.end.min((sample + 1) * tiling.tile_rows);
+        let count = end - start;
+        let at = (start - rows.start) * cols;
+        // lines[(4 · parity + s) · run + m · cols + j]: input row 2 (first + m) + parity − P,
+        // transformed along the width.
+        let run = (count + 1) * cols;
+        let buffer = reserve(lines, 8 * run + 2 * cols + 2);
+        let (lines, padded) = buffer.split_at_mut(8 * run);
         for (local, c) in channels.clone().enumerate() {
-            // lines[(4 r + s) · cols + j]: input row r of the patches, transformed along the width.
-            for r in 0..4 {
-                let out = &mut lines[4 * r * cols..][..4 * cols];
-                let y = (2 * tile_row + r)
+            let image = &x[sample * tiling.input_len() + c * plane..][..plane];
+            for q in 0..2 * (count + 1) {
+                let (parity, m) = (q % 2, q / 2);
+                let out = four_mut(
+                    lines,
+                    [parity * 4, parity * 4 + 1, parity * 4 + 2, parity * 4 + 3],
+                    run,
+                    m * cols,
+                    cols,
+                );
+                match (2 * first + q)
                     .checked_sub(g.padding)
-                    .filter(|&y| y < g.height);
-                match y {
+                    .filter(|&y| y < g.height)
+                {
                     Some(y) => {
-                        let line = &image[c * plane + y * g.width..][..g.width];
-                        transform_line(line, g.padding, padded, out);
+                        transform_line(&image[y * g.width..][..g.width], g.padding, padded, out)
                     }
-                    None => out.fill(E::ZERO),
+                    None => {
+                        for w in [out.0, out.1, out.2, out.3] {
+                            w.fill(E::ZERO);
+                        }
+                    }
                 }
             }
-            let at = local * tiles + k * cols;
+            let n = count * cols;
             for s in 0..4 {
-                let d = |r: usize| &lines[(4 * r + s) * cols..][..cols];
-                let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-                let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|r| 4 * r + s);
-                let (v0, v1, v2, v3) = four_mut(v, [v0, v1, v2, v3], at, cols);
-                for j in 0..cols {
+                let even = &lines[s * run..][..run];
+                let odd = &lines[(4 + s) * run..][..run];
+                let (d0, d1, d2, d3) =
+                    (&even[..n], &odd[..n], &even[cols..][..n], &odd[cols..][..n]);
+                let out = local * tiles + at;
+                let (v0, v1, v2, v3) = four_mut_runs(v, [s, 4 + s, 8 + s, 12 + s], out, n);
+                for j in 0..n {
                     v0[j] = d0[j] - d2[j];
                     v1[j] = d1[j] + d2[j];
                     v2[j] = d2[j] - d1[j];
@@ -450,21 +471,26 @@ fn transform_patches<E: Float>(
                 }
             }
         }
+        start = end;
     }
 }
 
-/// `d B` along one input row: `out[s · cols + j]` for the 4 values `x[2j − P .. 2j − P + 4]`
-/// (0 outside the row) of tile column `j`. `padded` holds the row with its zeros around it
+/// `d B` along one input row: `w_s[j]` for the 4 values `x[2j − P .. 2j − P + 4]` (0 outside
+/// the row) of tile column `j`. `padded` holds the row with its zeros around it
 /// (`2 · cols + 2` values), so that the loop over tiles reads pairs of values without
 /// checks and vectorises.
-fn transform_line<E: Float>(line: &[E], padding: usize, padded: &mut [E], out: &mut [E]) {
-    let cols = out.len() / 4;
-    padded.fill(E::ZERO);
+fn transform_line<E: Float>(
+    line: &[E],
+    padding: usize,
+    padded: &mut [E],
+    (w0, w1, w2, w3): (&mut [E], &mut [E], &mut [E], &mut [E]),
+) {
     let inside = line.len().min(padded.len().saturating_sub(padding));
-    padded[padding..padding + inside].copy_from_slice(&line[..inside]);
-    let (w0, rest) = out.split_at_mut(cols);
-    let (w1, rest) = rest.split_at_mut(cols);
-    let (w2, w3) = rest.split_at_mut(cols);
+    let (front, rest) = padded.split_at_mut(padding.min(padded.len()));
+    let (row, back) = rest.split_at_mut(inside);
+    front.fill(E::ZERO);
+    row.copy_from_slice(&line[..inside]);
+    back.fill(E::ZERO);
     let pairs = padded.chunks_exact(2).zip(padded[2..].chunks_exact(2));
     for ((((w0, w1), w2), w3), (front, back)) in w0.iter_mut().zip(w1).zip(w2).zip(w3).zip(pairs) {
         let (x0, x1, x2, x3) = (front[0], front[1], back[0], back[1]);
@@ -475,8 +501,24 @@ fn transform_line<E: Float>(line: &[E], padding: usize, padded: &mut [E], out: &
     }
 }
 
+/// The `len`-long runs at `at` of the four rows `which` (increasing) of `data`, whose rows are
+/// `stride` long.
+fn four_mut<E>(
+    data: &mut [E],
+    which: [usize; 4],
+    stride: usize,
+    at: usize,
+    len: usize,
+) -> (&mut [E], &mut [E], &mut [E], &mut [E]) {
+    let (_, rest) = data.split_at_mut(which[0] * stride + at);
+    let (a, rest) = rest.split_at_mut((which[1] - which[0]) * stride);
+    let (b, rest) = rest.split_at_mut((which[2] - which[1]) * stride);
+    let (c, d) = rest.split_at_mut((which[3] - which[2]) * stride);
+    (&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len])
+}
+
 /// The `len`-long runs at `at` of the four positions `xi` (increasing) of `v`.
-fn four_mut<'a, E>(
+fn four_mut_runs<'a, E>(
     v: &'a mut [&mut [E]; POSITIONS],
     xi: [usize; 4],
     at: usize,
