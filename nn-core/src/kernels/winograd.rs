@@ -25,7 +25,7 @@ use super::gemm::PackedRhs;
 use super::im2col::ConvGeometry;
 use std::ops::Range;
 
-use super::matmul::{matmul_prepacked, MatMut, MatRef};
+use super::matmul::{matmul, matmul_prepacked, MatMut, MatRef};
 use super::parallel::join;
 use crate::Float;
 
@@ -621,6 +621,229 @@ fn transform_outputs<E: Float>(
     }
 }
 
+/// The buffers of [`weight_gradient`], one set per core: a block's transformed patches `V`
+/// and transformed output gradients `Z` (`[16][CO][tiles]`), and the sums `S_ξ = Σ Z_ξ V_ξᵀ`
+/// (`[16][CO][CI]`) over that core's tiles.
+#[derive(Clone, Debug, Default)]
+pub struct GradientScratch<E> {
+    cores: [GradientCore<E>; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct GradientCore<E> {
+    patches: Vec<E>,
+    gradients: Vec<E>,
+    sums: Vec<E>,
+    lines: Vec<E>,
+}
+
+/// `dweight += ∂L/∂g` for the samples `x` with output gradients `dy`, by the transpose of
+/// F(2x2, 3x3) (Winograd's F(3x3, 2x2)): `∂L/∂g_oc = Gᵀ [Σ_tiles (A dY_o Aᵀ) ⊙ (Bᵀ d_c B)] G`,
+/// where
+///
+/// ```text
+///     [1  0]
+/// A = [1  1]        (the forward pass is y = Aᵀ [Σ_c U_oc ⊙ V_c] A with U = G g Gᵀ)
+///     [1 -1]
+///     [0 -1]
+/// ```
+///
+/// The sum over tiles at each position is a matrix product `Z_ξ · V_ξᵀ` of depth `tiles`. The
+/// tile rows of the batch are split in halves, one per core, each summing its own `S`.
+pub fn weight_gradient<E: Float>(
+    tiling: Tiling,
+    x: &[E],
+    dy: &[E],
+    dweight: &mut [E],
+    scratch: &mut GradientScratch<E>,
+) {
+    let in_channels = tiling.geometry.channels;
+    let out_channels = dweight.len() / (9 * in_channels.max(1));
+    let out_len = tiling.output_len(out_channels);
+    let batch = dy.len() / out_len.max(1);
+    assert_eq!(
+        dweight.len(),
+        out_channels * in_channels * 9,
+        "3 x 3 kernels"
+    );
+    assert_eq!(x.len(), batch * tiling.input_len(), "whole samples");
+    let rows = batch * tiling.tile_rows;
+    let sums_len = POSITIONS * out_channels * in_channels;
+    let [first, second] = &mut scratch.cores;
+    for core in [&mut *first, &mut *second] {
+        reserve(&mut core.sums, sums_len).fill(E::ZERO);
+    }
+    join(
+        || sum_products(tiling, x, dy, out_channels, 0..rows / 2, first),
+        || sum_products(tiling, x, dy, out_channels, rows / 2..rows, second),
+    );
+    let sums = &mut first.sums[..sums_len];
+    for (total, part) in sums.iter_mut().zip(&second.sums[..sums_len]) {
+        *total += *part;
+    }
+    // Gᵀ S G for every (o, c): the 4 x 4 sum back to a 3 x 3 kernel gradient.
+    let half = E::from_f64(0.5);
+    let per_position = out_channels * in_channels;
+    for (oc, kernel) in dweight.chunks_exact_mut(9).enumerate() {
+        let s = |xi: usize| sums[xi * per_position + oc];
+        // Gᵀ S: rows S0 + (S1 + S2) / 2, (S1 − S2) / 2, (S1 + S2) / 2 + S3 of each column.
+        let columns: [[E; 3]; 4] = std::array::from_fn(|column| {
+            fold(
+                [s(column), s(4 + column), s(8 + column), s(12 + column)],
+                half,
+            )
+        });
+        let rows: [[E; 4]; 3] = std::array::from_fn(|u| columns.map(|column| column[u]));
+        for (u, row) in rows.iter().enumerate() {
+            for (v, value) in fold(*row, half).into_iter().enumerate() {
+                kernel[3 * u + v] += value;
+            }
+        }
+    }
+}
+
+/// `Gᵀ` applied to 4 values: `[s0 + (s1 + s2) / 2, (s1 − s2) / 2, (s1 + s2) / 2 + s3]`.
+fn fold<E: Float>([s0, s1, s2, s3]: [E; 4], half: E) -> [E; 3] {
+    let (plus, minus) = ((s1 + s2) * half, (s1 - s2) * half);
+    [s0 + plus, minus, plus + s3]
+}
+
+/// `S_ξ += Z_ξ · V_ξᵀ` over the tile rows `rows`, block by block.
+fn sum_products<E: Float>(
+    tiling: Tiling,
+    x: &[E],
+    dy: &[E],
+    out_channels: usize,
+    rows: Range<usize>,
+    core: &mut GradientCore<E>,
+) {
+    let in_channels = tiling.geometry.channels;
+    for start in rows.clone().step_by(block_rows(tiling)) {
+        let block = start..(start + block_rows(tiling)).min(rows.end);
+        let tiles = block.len() * tiling.tile_cols;
+        let patches = reserve(&mut core.patches, POSITIONS * in_channels * tiles);
+        let (mut v, _) = split_channels(patches, tiles, in_channels);
+        transform_patches(
+            tiling,
+            x,
+            block.clone(),
+            0..in_channels,
+            &mut v,
+            &mut core.lines,
+        );
+        let gradients = reserve(&mut core.gradients, POSITIONS * out_channels * tiles);
+        transform_gradients(tiling, dy, out_channels, block, gradients, &mut core.lines);
+        let sums = &mut core.sums[..POSITIONS * out_channels * in_channels];
+        let per_sum = out_channels * in_channels;
+        for ((z, v), sum) in gradients
+            .chunks_exact(out_channels * tiles)
+            .zip(core.patches[..POSITIONS * in_channels * tiles].chunks_exact(in_channels * tiles))
+            .zip(sums.chunks_exact_mut(per_sum.max(1)))
+        {
+            let z = MatRef::row_major(z, out_channels, tiles);
+            // V_ξ is stored [CI][tiles]: as [tiles, CI], it is column-major.
+            let v_t = MatRef {
+                data: v,
+                rows: tiles,
+                cols: in_channels,
+                row_stride: 1,
+                col_stride: tiles,
+            };
+            matmul(
+                z,
+                v_t,
+                MatMut::row_major(sum, out_channels, in_channels),
+                true,
+            );
+        }
+    }
+}
+
+/// `Z = A dY Aᵀ` for every 2 x 2 tile of the output gradients in the tile rows `rows`, into
+/// `z` (position `ξ`: `[CO][tiles]`). Outputs past an odd edge count as 0.
+///
+/// With the tile's gradients `e f` over `g h`, `A dY` has rows `[e, f]`, `[e + g, f + h]`,
+/// `[e − g, f − h]` and `[−g, −h]`, and `· Aᵀ` maps each row `[p, q]` to
+/// `[p, p + q, p − q, −q]`.
+fn transform_gradients<E: Float>(
+    tiling: Tiling,
+    dy: &[E],
+    out_channels: usize,
+    rows: Range<usize>,
+    z: &mut [E],
+    lines: &mut Vec<E>,
+) {
+    let g = tiling.geometry;
+    let (height, width) = (g.out_height, g.out_width);
+    let cols = tiling.tile_cols;
+    let tiles = rows.len() * cols;
+    let plane = height * width;
+    // The tile row's two output rows, each padded to 2 · cols values, then the 8 rows of
+    // `A dY` (`p` and `q` of each of its 4 rows) over the tiles.
+    let buffer = reserve(lines, 4 * cols + 8 * cols);
+    let (padded, halves) = buffer.split_at_mut(4 * cols);
+    for (k, row) in rows.enumerate() {
+        let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
+        for o in 0..out_channels {
+            let gradient = &dy[(sample * out_channels + o) * plane..][..plane];
+            let (top, bottom) = padded.split_at_mut(2 * cols);
+            for (a, line) in [top, bottom].into_iter().enumerate() {
+                let y = 2 * tile_row + a;
+                line[width..].fill(E::ZERO);
+                if y < height {
+                    line[..width].copy_from_slice(&gradient[y * width..][..width]);
+                } else {
+                    line.fill(E::ZERO);
+                }
+            }
+            let (top, bottom) = padded.split_at(2 * cols);
+            let [p0, q0, p1, q1, p2, q2, p3, q3] = eight_mut(halves, cols);
+            let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (j, (upper, lower)) in pairs.enumerate() {
+                let (e, f, g, h) = (upper[0], upper[1], lower[0], lower[1]);
+                (p0[j], q0[j]) = (e, f);
+                (p1[j], q1[j]) = (e + g, f + h);
+                (p2[j], q2[j]) = (e - g, f - h);
+                (p3[j], q3[j]) = (-g, -h);
+            }
+            let at = o * tiles + k * cols;
+            let mut out: [&mut [E]; POSITIONS] = Default::default();
+            for (xi, position) in z.chunks_exact_mut(out_channels * tiles).enumerate() {
+                out[xi] = &mut position[at..at + cols];
+            }
+            let [r0, r1, r2, r3] = out_rows(&mut out);
+            for (r, out) in [r0, r1, r2, r3].into_iter().enumerate() {
+                let (p, q) = (
+                    &halves[2 * r * cols..][..cols],
+                    &halves[(2 * r + 1) * cols..][..cols],
+                );
+                let [z0, z1, z2, z3] = out;
+                for j in 0..cols {
+                    z0[j] = p[j];
+                    z1[j] = p[j] + q[j];
+                    z2[j] = p[j] - q[j];
+                    z3[j] = -q[j];
+                }
+            }
+        }
+    }
+}
+
+/// The eight `len`-long rows at the front of `data`.
+fn eight_mut<E>(data: &mut [E], len: usize) -> [&mut [E]; 8] {
+    let mut rows: [&mut [E]; 8] = Default::default();
+    for (row, chunk) in rows.iter_mut().zip(data.chunks_exact_mut(len)) {
+        *row = chunk;
+    }
+    rows
+}
+
+/// The 16 positions' runs as 4 rows of 4 (`ξ = 4 r + s`).
+fn out_rows<'a, E>(out: &'a mut [&mut [E]; POSITIONS]) -> [[&'a mut [E]; 4]; 4] {
+    let mut rows = out.iter_mut();
+    std::array::from_fn(|_| std::array::from_fn(|_| &mut **rows.next().expect("16 positions")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,6 +931,66 @@ mod tests {
                         "{ci}x{h}x{w} p{p}: [{s}, {i}] {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The weight gradient summed directly: `dW[o][c][u][v] = Σ_s,i,j dy[s][o][i][j] ·
+    /// x[s][c][i + u − P][j + v − P]`.
+    fn direct_weight_gradient(g: ConvGeometry, co: usize, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        let (ci, h, w, p) = (g.channels, g.height, g.width, g.padding);
+        let (oh, ow) = (g.out_height, g.out_width);
+        let batch = dy.len() / (co * oh * ow);
+        let mut dw = vec![0.0; co * ci * 9];
+        for s in 0..batch {
+            for o in 0..co {
+                for c in 0..ci {
+                    for u in 0..3 {
+                        for v in 0..3 {
+                            let mut sum = 0.0;
+                            for i in 0..oh {
+                                for j in 0..ow {
+                                    let (yy, xx) =
+                                        ((i + u).wrapping_sub(p), (j + v).wrapping_sub(p));
+                                    if yy < h && xx < w {
+                                        sum += dy[((s * co + o) * oh + i) * ow + j]
+                                            * x[((s * ci + c) * h + yy) * w + xx];
+                                    }
+                                }
+                            }
+                            dw[((o * ci + c) * 3 + u) * 3 + v] += sum;
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    #[test]
+    fn weight_gradient_matches_the_direct_sum() {
+        let mut rng = rng(9);
+        for (ci, h, w, p, co, batch) in [
+            (3, 5, 7, 1, 4, 2),
+            (2, 6, 6, 0, 3, 3),
+            (5, 4, 9, 2, 17, 1),
+            (1, 3, 3, 0, 1, 2),
+            (20, 8, 5, 1, 33, 3),
+        ] {
+            let g = ConvGeometry::new(ci, h, w, 3, 1, p);
+            let tiling = Tiling::new(g).expect("3 x 3, stride 1");
+            let x = values(&mut rng, batch * ci * h * w);
+            let dy = values(&mut rng, batch * co * g.out_height * g.out_width);
+            // Added to what is there.
+            let mut dweight = vec![1.0; co * ci * 9];
+            let mut scratch = GradientScratch::default();
+            weight_gradient(tiling, &x, &dy, &mut dweight, &mut scratch);
+            let expected = direct_weight_gradient(g, co, &x, &dy);
+            for (i, (a, b)) in dweight.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - 1.0 - b).abs() < 1e-12,
+                    "{ci}x{h}x{w} p{p}: [{i}] {a} vs 1 + {b}"
+                );
             }
         }
     }

@@ -36,9 +36,10 @@ use crate::{Float, Rank3, Tensor};
 /// (all of VGG16's but the first) runs its forward pass as Winograd's F(2x2, 3x3)
 /// (`kernels::winograd`): 16 multiply-adds per 2 x 2 outputs and input channel instead of 36,
 /// for transforms that only add and subtract. VGG16's convolutions at batch 1 went from 209 to
-/// 153 ms, timed layer by layer. Its backward pass makes the input gradient the same way (a
-/// correlation of `dy` with the kernels turned by 180°, when `CO` is at least as large too);
-/// the weight gradient still unfolds the input.
+/// 153 ms, timed layer by layer. Its backward pass makes the weight gradient by the transposed
+/// algorithm (`winograd::weight_gradient`) and the input gradient as a Winograd convolution of
+/// `dy` with the kernels turned by 180° (when `CO` is at least `WINOGRAD_MIN_CHANNELS` too and
+/// `P <= 2`; otherwise through `dcol` and `col2im`).
 ///
 /// Small images (`OH·OW` below `GROUP_COLUMNS`) are unfolded several samples at a time, side by
 /// side in one `[CI·K·K, G·OH·OW]` matrix, so that each product is wide enough to amortise
@@ -90,8 +91,10 @@ pub struct ConvCache<E> {
     second_core_dweight: Vec<E>,
     /// The transformed kernels and buffers of a Winograd forward pass, made by the first.
     winograd: Option<(TransformedKernels<E>, winograd::Scratch<E>)>,
-    /// Likewise for the input gradient, made by the first backward pass.
+    /// Likewise for the input gradient and the weight gradient, made by the first backward
+    /// pass.
     winograd_input_gradient: Option<WinogradBackward<E>>,
+    winograd_weight_gradient: Option<winograd::GradientScratch<E>>,
 }
 
 /// What the input gradient's Winograd convolution keeps between passes.
@@ -303,12 +306,14 @@ impl<
         mut dx: Option<&mut [E]>,
         group: usize,
         scratch: &mut ConvScratch<E>,
-        dweight: &mut [E],
+        mut dweight: Option<&mut [E]>,
     ) {
         let out_len = CO * Self::OUT_PLANE;
         let batch = dy.len() / out_len;
         let col_len = Self::col_len(group);
-        reserve(&mut scratch.col, col_len);
+        if dweight.is_some() {
+            reserve(&mut scratch.col, col_len);
+        }
         if dx.is_some() {
             reserve(&mut scratch.dcol, col_len);
         }
@@ -333,21 +338,19 @@ impl<
                 }
                 MatRef::row_major(&scratch.out[..CO * columns], CO, columns)
             };
-            let images = &x[first * Self::IN_LEN..(first + n) * Self::IN_LEN];
-            let col = Self::columns(images, &mut scratch.col);
-            let col_t = MatRef {
-                rows: columns,
-                cols: Self::FAN_IN,
-                row_stride: col.col_stride,
-                col_stride: col.row_stride,
-                ..col
-            };
-            matmul(
-                dy_mat,
-                col_t,
-                MatMut::row_major(dweight, CO, Self::FAN_IN),
-                true,
-            );
+            if let Some(dweight) = dweight.as_deref_mut() {
+                let images = &x[first * Self::IN_LEN..(first + n) * Self::IN_LEN];
+                let col = Self::columns(images, &mut scratch.col);
+                let col_t = MatRef {
+                    rows: columns,
+                    cols: Self::FAN_IN,
+                    row_stride: col.col_stride,
+                    col_stride: col.row_stride,
+                    ..col
+                };
+                let dweight = MatMut::row_major(dweight, CO, Self::FAN_IN);
+                matmul(dy_mat, col_t, dweight, true);
+            }
             let Some(dx) = dx.as_deref_mut() else {
                 continue;
             };
@@ -430,6 +433,7 @@ impl<
             second_core_dweight: Vec::new(),
             winograd: None,
             winograd_input_gradient: None,
+            winograd_weight_gradient: None,
         }
     }
 
@@ -514,9 +518,22 @@ impl<
                 self.input_gradient_winograd(tiling, dy, dx, cache);
             }
         }
+        if let Some(tiling) = Self::WINOGRAD {
+            let scratch = cache
+                .winograd_weight_gradient
+                .get_or_insert_with(Default::default);
+            winograd::weight_gradient(tiling, x, dy, &mut grads.weight, scratch);
+            if dx.is_none() {
+                return;
+            }
+        }
+        // What is left for the unfolded columns: the weight gradient unless done above, and
+        // the input gradient unless done above.
+        let unfolds_weight = Self::WINOGRAD.is_none();
         let [first_core, second_core] = &mut cache.cores;
         if !Self::splits_samples(batch) {
-            return self.backward_samples(x, dy, dx, group, first_core, &mut grads.weight);
+            let dweight = unfolds_weight.then_some(&mut grads.weight[..]);
+            return self.backward_samples(x, dy, dx, group, first_core, dweight);
         }
         let half = batch / 2;
         let (x_front, x_back) = x.split_at(half * Self::IN_LEN);
@@ -529,17 +546,24 @@ impl<
             None => (None, None),
         };
         let second_dweight = &mut cache.second_core_dweight;
-        reserve(second_dweight, CO * Self::FAN_IN);
-        second_dweight.fill(E::ZERO);
+        if unfolds_weight {
+            reserve(second_dweight, CO * Self::FAN_IN);
+            second_dweight.fill(E::ZERO);
+        }
         join(
             || {
-                let dweight = &mut grads.weight;
+                let dweight = unfolds_weight.then_some(&mut grads.weight[..]);
                 self.backward_samples(x_front, dy_front, dx_front, group, first_core, dweight)
             },
-            || self.backward_samples(x_back, dy_back, dx_back, group, second_core, second_dweight),
+            || {
+                let dweight = unfolds_weight.then_some(&mut second_dweight[..]);
+                self.backward_samples(x_back, dy_back, dx_back, group, second_core, dweight)
+            },
         );
-        for (total, part) in grads.weight.iter_mut().zip(second_dweight.iter()) {
-            *total += *part;
+        if unfolds_weight {
+            for (total, part) in grads.weight.iter_mut().zip(second_dweight.iter()) {
+                *total += *part;
+            }
         }
     }
 
