@@ -778,47 +778,60 @@ fn transform_gradients<E: Float>(
     let cols = tiling.tile_cols;
     let tiles = rows.len() * cols;
     let plane = height * width;
-    // The tile row's two output rows, each padded to 2 · cols values, then the 8 rows of
-    // `A dY` (`p` and `q` of each of its 4 rows) over the tiles.
-    let buffer = reserve(lines, 4 * cols + 8 * cols);
-    let (padded, halves) = buffer.split_at_mut(4 * cols);
-    for (k, row) in rows.enumerate() {
-        let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
+    let mut start = rows.start;
+    while start < rows.end {
+        // The tile rows of one sample: first `A dY` (the 8 rows `p` and `q` of its 4 rows,
+        // each over all of them), then `· Aᵀ` in four long loops.
+        let (sample, first) = (start / tiling.tile_rows, start % tiling.tile_rows);
+        let end = rows.end.min((sample + 1) * tiling.tile_rows);
+        let run = (end - start) * cols;
+        let buffer = reserve(lines, 8 * run + 4 * cols);
+        let (halves, padded) = buffer.split_at_mut(8 * run);
         for o in 0..out_channels {
             let gradient = &dy[(sample * out_channels + o) * plane..][..plane];
-            let (top, bottom) = padded.split_at_mut(2 * cols);
-            for (a, line) in [top, bottom].into_iter().enumerate() {
-                let y = 2 * tile_row + a;
-                line[width..].fill(E::ZERO);
-                if y < height {
-                    line[..width].copy_from_slice(&gradient[y * width..][..width]);
+            let [p0, q0, p1, q1, p2, q2, p3, q3] = eight_mut(halves, run);
+            for k in 0..end - start {
+                // The tile row's two output rows, padded with zeros to 2 · cols values
+                // where the output's width or height is odd.
+                let y = 2 * (first + k);
+                let (top, bottom) = if width == 2 * cols && y + 1 < height {
+                    (
+                        &gradient[y * width..][..width],
+                        &gradient[(y + 1) * width..][..width],
+                    )
                 } else {
-                    line.fill(E::ZERO);
+                    padded.fill(E::ZERO);
+                    let (top, bottom) = padded.split_at_mut(2 * cols);
+                    for (line, y) in [top, bottom].into_iter().zip([y, y + 1]) {
+                        if y < height {
+                            line[..width].copy_from_slice(&gradient[y * width..][..width]);
+                        }
+                    }
+                    let (top, bottom) = padded.split_at(2 * cols);
+                    (top, bottom)
+                };
+                let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                for (j, (upper, lower)) in (k * cols..).zip(pairs) {
+                    let (e, f, g, h) = (upper[0], upper[1], lower[0], lower[1]);
+                    (p0[j], q0[j]) = (e, f);
+                    (p1[j], q1[j]) = (e + g, f + h);
+                    (p2[j], q2[j]) = (e - g, f - h);
+                    (p3[j], q3[j]) = (-g, -h);
                 }
             }
-            let (top, bottom) = padded.split_at(2 * cols);
-            let [p0, q0, p1, q1, p2, q2, p3, q3] = eight_mut(halves, cols);
-            let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-            for (j, (upper, lower)) in pairs.enumerate() {
-                let (e, f, g, h) = (upper[0], upper[1], lower[0], lower[1]);
-                (p0[j], q0[j]) = (e, f);
-                (p1[j], q1[j]) = (e + g, f + h);
-                (p2[j], q2[j]) = (e - g, f - h);
-                (p3[j], q3[j]) = (-g, -h);
-            }
-            let at = o * tiles + k * cols;
+            let at = o * tiles + (start - rows.start) * cols;
             let mut out: [&mut [E]; POSITIONS] = Default::default();
             for (xi, position) in z.chunks_exact_mut(out_channels * tiles).enumerate() {
-                out[xi] = &mut position[at..at + cols];
+                out[xi] = &mut position[at..at + run];
             }
             let [r0, r1, r2, r3] = out_rows(&mut out);
             for (r, out) in [r0, r1, r2, r3].into_iter().enumerate() {
                 let (p, q) = (
-                    &halves[2 * r * cols..][..cols],
-                    &halves[(2 * r + 1) * cols..][..cols],
+                    &halves[2 * r * run..][..run],
+                    &halves[(2 * r + 1) * run..][..run],
                 );
                 let [z0, z1, z2, z3] = out;
-                for j in 0..cols {
+                for j in 0..run {
                     z0[j] = p[j];
                     z1[j] = p[j] + q[j];
                     z2[j] = p[j] - q[j];
@@ -826,6 +839,7 @@ fn transform_gradients<E: Float>(
                 }
             }
         }
+        start = end;
     }
 }
 
