@@ -230,10 +230,29 @@ pub fn convolve<E: Float>(
     }
 }
 
-/// Rows of tiles per block.
-fn block_rows(tiling: Tiling) -> usize {
+/// The tile rows `rows` in blocks of about `BLOCK_VALUES` transformed patch values.
+fn blocks(tiling: Tiling, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
     let per_row = POSITIONS * tiling.geometry.channels * tiling.tile_cols;
-    (BLOCK_VALUES / per_row.max(1)).max(1)
+    let per_block = (BLOCK_VALUES / per_row.max(1)).max(1);
+    let end = rows.end;
+    rows.step_by(per_block)
+        .map(move |start| start..(start + per_block).min(end))
+}
+
+/// `V` of every input channel of the tile rows `rows`, into `patches`.
+fn all_patches<'a, E: Float>(
+    tiling: Tiling,
+    x: &[E],
+    rows: Range<usize>,
+    patches: &'a mut Vec<E>,
+    lines: &mut Vec<E>,
+) -> &'a [E] {
+    let channels = tiling.geometry.channels;
+    let tiles = rows.len() * tiling.tile_cols;
+    let patches = reserve(patches, POSITIONS * channels * tiles);
+    let (mut v, _) = split_channels(patches, tiles, channels);
+    transform_patches(tiling, x, rows, 0..channels, &mut v, lines);
+    patches
 }
 
 /// One core's samples, block by block.
@@ -245,23 +264,11 @@ fn convolve_samples<E: Float>(
     y: &mut [E],
     core: &mut CoreScratch<E>,
 ) {
-    let channels = tiling.geometry.channels;
     let out_len = tiling.output_len(bias.len());
     let plane = tiling.output_len(1);
-    let rows = y.len() / out_len * tiling.tile_rows;
-    for start in (0..rows).step_by(block_rows(tiling)) {
-        let rows = start..(start + block_rows(tiling)).min(rows);
+    for rows in blocks(tiling, 0..y.len() / out_len * tiling.tile_rows) {
         let tiles = rows.len() * tiling.tile_cols;
-        let patches = reserve(&mut core.patches, POSITIONS * channels * tiles);
-        let (mut v, _) = split_channels(patches, tiles, channels);
-        transform_patches(
-            tiling,
-            x,
-            rows.clone(),
-            0..channels,
-            &mut v,
-            &mut core.lines,
-        );
+        let patches = all_patches(tiling, x, rows.clone(), &mut core.patches, &mut core.lines);
         for (half, outputs) in kernels.halves.iter().zip(kernels.outputs()) {
             let products = multiply(patches, tiles, half, &mut core.products);
             let bias = &bias[outputs.clone()];
@@ -294,8 +301,7 @@ fn convolve_shared<E: Float>(
     let (y_front, y_back) = y.split_at_mut(split * tiling.output_len(1));
     let (bias_front, bias_back) = bias.split_at(split);
     let in_split = channels / 2;
-    for start in (0..tiling.tile_rows).step_by(block_rows(tiling)) {
-        let rows = start..(start + block_rows(tiling)).min(tiling.tile_rows);
+    for rows in blocks(tiling, 0..tiling.tile_rows) {
         let tiles = rows.len() * tiling.tile_cols;
         let patches = reserve(&mut first.patches, POSITIONS * channels * tiles);
         let (mut v_front, mut v_back) = split_channels(patches, tiles, in_split);
@@ -385,14 +391,8 @@ fn multiply<'a, E: Float>(
         .zip(products.chunks_exact_mut(tiles * out_channels))
         .zip(kernels)
     {
-        // V_ξ is stored [CI][tiles]: read as [tiles, CI], it is column-major.
-        let v = MatRef {
-            data: v,
-            rows: tiles,
-            cols: in_channels,
-            row_stride: 1,
-            col_stride: tiles,
-        };
+        // V_ξ is stored [CI][tiles]; the product reads it as [tiles, CI].
+        let v = MatRef::transposed(v, in_channels, tiles);
         matmul_prepacked(v, u, MatMut::row_major(m, tiles, out_channels), false);
     }
     products
@@ -718,43 +718,23 @@ fn sum_products<E: Float>(
     core: &mut GradientCore<E>,
 ) {
     let in_channels = tiling.geometry.channels;
-    for start in rows.clone().step_by(block_rows(tiling)) {
-        let block = start..(start + block_rows(tiling)).min(rows.end);
+    for block in blocks(tiling, rows) {
         let tiles = block.len() * tiling.tile_cols;
-        let patches = reserve(&mut core.patches, POSITIONS * in_channels * tiles);
-        let (mut v, _) = split_channels(patches, tiles, in_channels);
-        transform_patches(
-            tiling,
-            x,
-            block.clone(),
-            0..in_channels,
-            &mut v,
-            &mut core.lines,
-        );
+        let patches = all_patches(tiling, x, block.clone(), &mut core.patches, &mut core.lines);
         let gradients = reserve(&mut core.gradients, POSITIONS * out_channels * tiles);
         transform_gradients(tiling, dy, out_channels, block, gradients, &mut core.lines);
         let sums = &mut core.sums[..POSITIONS * out_channels * in_channels];
         let per_sum = out_channels * in_channels;
         for ((z, v), sum) in gradients
             .chunks_exact(out_channels * tiles)
-            .zip(core.patches[..POSITIONS * in_channels * tiles].chunks_exact(in_channels * tiles))
+            .zip(patches.chunks_exact(in_channels * tiles))
             .zip(sums.chunks_exact_mut(per_sum.max(1)))
         {
             let z = MatRef::row_major(z, out_channels, tiles);
-            // V_ξ is stored [CI][tiles]: as [tiles, CI], it is column-major.
-            let v_t = MatRef {
-                data: v,
-                rows: tiles,
-                cols: in_channels,
-                row_stride: 1,
-                col_stride: tiles,
-            };
-            matmul(
-                z,
-                v_t,
-                MatMut::row_major(sum, out_channels, in_channels),
-                true,
-            );
+            // V_ξ is stored [CI][tiles]; the product reads it as [tiles, CI].
+            let v_t = MatRef::transposed(v, in_channels, tiles);
+            let sum = MatMut::row_major(sum, out_channels, in_channels);
+            matmul(z, v_t, sum, true);
         }
     }
 }
@@ -896,6 +876,22 @@ mod tests {
         y
     }
 
+    /// (input channels, height, width, padding, output channels, samples): odd and even
+    /// sizes, padding 0 to 2, one channel, and a half of the output channels that is not a
+    /// whole number of 16-column panels.
+    const CASES: [(usize, usize, usize, usize, usize, usize); 5] = [
+        (3, 5, 7, 1, 4, 2),
+        (2, 6, 6, 0, 3, 3),
+        (5, 4, 9, 2, 17, 1),
+        (1, 3, 3, 0, 1, 2),
+        (20, 8, 5, 1, 33, 3),
+    ];
+
+    fn tiling(ci: usize, h: usize, w: usize, p: usize) -> (ConvGeometry, Tiling) {
+        let g = ConvGeometry::new(ci, h, w, 3, 1, p);
+        (g, Tiling::new(g).expect("3 x 3, stride 1"))
+    }
+
     fn values(rng: &mut Rng, len: usize) -> Vec<f64> {
         let mut values = vec![0.0; len];
         uniform(rng, &mut values, 1.0);
@@ -905,16 +901,8 @@ mod tests {
     #[test]
     fn matches_the_direct_sum_for_odd_and_even_sizes_and_any_padding() {
         let mut rng = rng(7);
-        // (channels, height, width, padding, out channels, samples)
-        for (ci, h, w, p, co, batch) in [
-            (3, 5, 7, 1, 4, 2),
-            (2, 6, 6, 0, 3, 3),
-            (5, 4, 9, 2, 17, 1),
-            (1, 3, 3, 0, 1, 2),
-            (20, 8, 5, 1, 33, 2),
-        ] {
-            let g = ConvGeometry::new(ci, h, w, 3, 1, p);
-            let tiling = Tiling::new(g).expect("3 x 3, stride 1");
+        for (ci, h, w, p, co, batch) in CASES {
+            let (g, tiling) = tiling(ci, h, w, p);
             let weight = values(&mut rng, co * ci * 9);
             let bias = values(&mut rng, co);
             let x = values(&mut rng, batch * ci * h * w);
@@ -984,15 +972,8 @@ mod tests {
     #[test]
     fn weight_gradient_matches_the_direct_sum() {
         let mut rng = rng(9);
-        for (ci, h, w, p, co, batch) in [
-            (3, 5, 7, 1, 4, 2),
-            (2, 6, 6, 0, 3, 3),
-            (5, 4, 9, 2, 17, 1),
-            (1, 3, 3, 0, 1, 2),
-            (20, 8, 5, 1, 33, 3),
-        ] {
-            let g = ConvGeometry::new(ci, h, w, 3, 1, p);
-            let tiling = Tiling::new(g).expect("3 x 3, stride 1");
+        for (ci, h, w, p, co, batch) in CASES {
+            let (g, tiling) = tiling(ci, h, w, p);
             let x = values(&mut rng, batch * ci * h * w);
             let dy = values(&mut rng, batch * co * g.out_height * g.out_width);
             // Added to what is there.
