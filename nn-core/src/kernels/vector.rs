@@ -61,6 +61,24 @@ fn tail<E>(dst: &mut [E], mut write: impl FnMut(usize, &mut [E])) {
     }
 }
 
+/// Whether `a` and `b` have the same length and equal values (a NaN equals nothing), 16
+/// values at a time with one branch per chunk: a slice's `==` stops at every value, and
+/// comparing VGG16's 14.7 M convolution weights that way cost a third of transforming them.
+pub fn equal<E: Float>(a: &[E], b: &[E]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let chunks_equal = (&mut ca).zip(&mut cb).all(|(x, y)| {
+        let mut differ = false;
+        for l in 0..LANES {
+            differ |= x[l] != y[l];
+        }
+        !differ
+    });
+    chunks_equal && ca.remainder() == cb.remainder()
+}
+
 /// `sum_i a[i] * b[i]`.
 #[inline(always)]
 pub fn dot<E: Float>(a: &[E], b: &[E]) -> E {
@@ -114,6 +132,21 @@ pub fn sum<E: Float>(x: &[E]) -> E {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_sees_a_difference_anywhere() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        assert!(equal(&a, &a.clone()));
+        assert!(!equal(&a, &a[..36]), "length");
+        for at in [0, 15, 16, 31, 32, 36] {
+            let mut b = a.clone();
+            b[at] += 1.0;
+            assert!(!equal(&a, &b), "chunk or tail, at {at}");
+            b[at] = f32::NAN;
+            assert!(!equal(&b, &b.clone()), "NaN equals nothing, at {at}");
+        }
+        assert!(equal::<f64>(&[], &[]));
+    }
 
     #[test]
     fn copy_copies_every_length() {

@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use super::matmul::{matmul, matmul_prepacked, MatMut, MatRef};
 use super::parallel::join;
+use super::vector::{copy, zero};
 use crate::Float;
 
 /// Positions of a 4 x 4 transform, each its own matrix product.
@@ -76,14 +77,23 @@ pub struct TransformedKernels<E> {
 }
 
 impl<E: Float> TransformedKernels<E> {
-    /// Room for the kernels of a convolution from `in_channels` to `out_channels`.
-    pub fn new(in_channels: usize, out_channels: usize) -> Self {
+    /// Room for the kernels of the convolution `tiling` to `out_channels` channels. They are
+    /// kept in two halves by output channel when there are more output channels than tiles in
+    /// a block (VGG16's 512-channel layers at 14 x 14: each core reads half of `U`), else whole
+    /// (a single sample's products are then split by tiles: with 64 output channels, halves
+    /// made every product 32 columns wide and packed `V` once per core).
+    pub fn new(tiling: Tiling, out_channels: usize) -> Self {
+        let in_channels = tiling.geometry.channels;
         let half = |columns: usize| {
             (0..POSITIONS)
                 .map(|_| PackedRhs::new(in_channels, columns))
                 .collect()
         };
-        let front = out_channels / 2;
+        let front = if out_channels > block_tiles(tiling) {
+            out_channels / 2
+        } else {
+            out_channels
+        };
         Self {
             halves: [half(front), half(out_channels - front)],
             in_channels,
@@ -230,10 +240,20 @@ pub fn convolve<E: Float>(
     }
 }
 
-/// The tile rows `rows` in blocks of about `BLOCK_VALUES` transformed patch values.
-fn blocks(tiling: Tiling, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+/// Tile rows per block: about `BLOCK_VALUES` transformed patch values.
+fn block_rows(tiling: Tiling) -> usize {
     let per_row = POSITIONS * tiling.geometry.channels * tiling.tile_cols;
-    let per_block = (BLOCK_VALUES / per_row.max(1)).max(1);
+    (BLOCK_VALUES / per_row.max(1)).max(1)
+}
+
+/// Tiles per block of a sample.
+fn block_tiles(tiling: Tiling) -> usize {
+    block_rows(tiling).min(tiling.tile_rows) * tiling.tile_cols
+}
+
+/// The tile rows `rows` in blocks of `block_rows`.
+fn blocks(tiling: Tiling, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let per_block = block_rows(tiling);
     let end = rows.end;
     rows.step_by(per_block)
         .map(move |start| start..(start + per_block).min(end))
@@ -275,18 +295,17 @@ fn convolve_samples<E: Float>(
             for (k, row) in rows.clone().enumerate() {
                 let (sample, tile_row) = (row / tiling.tile_rows, row % tiling.tile_rows);
                 let out = &mut y[sample * out_len..][outputs.start * plane..outputs.end * plane];
-                let source = Products {
-                    values: products,
-                    tiles,
-                    first: k * tiling.tile_cols,
-                };
+                let first = k * tiling.tile_cols;
+                let source = Products::new(products, tiles, first, 0..outputs.len());
                 transform_outputs(tiling, &source, tile_row, bias, out, &mut core.lines);
             }
         }
     }
 }
 
-/// One sample's blocks of tiles, each shared between the cores.
+/// One sample's blocks of tiles, each shared between the cores: half of the input channels'
+/// patches each, then half of the tiles' products each (kernels kept whole) or half of the
+/// output channels' products each (kernels in halves), then half of the output channels each.
 fn convolve_shared<E: Float>(
     tiling: Tiling,
     kernels: &TransformedKernels<E>,
@@ -297,7 +316,13 @@ fn convolve_shared<E: Float>(
     second: &mut CoreScratch<E>,
 ) {
     let channels = tiling.geometry.channels;
-    let split = kernels.outputs()[0].end;
+    let out_channels = bias.len();
+    let whole = kernels.outputs()[1].is_empty();
+    let split = if whole {
+        out_channels / 2
+    } else {
+        kernels.outputs()[0].end
+    };
     let (y_front, y_back) = y.split_at_mut(split * tiling.output_len(1));
     let (bias_front, bias_back) = bias.split_at(split);
     let in_split = channels / 2;
@@ -308,14 +333,8 @@ fn convolve_shared<E: Float>(
         let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
         join(
             || {
-                transform_patches(
-                    tiling,
-                    x,
-                    rows.clone(),
-                    0..in_split,
-                    &mut v_front,
-                    front_lines,
-                )
+                let front = 0..in_split;
+                transform_patches(tiling, x, rows.clone(), front, &mut v_front, front_lines)
             },
             || {
                 let back = in_split..channels;
@@ -323,36 +342,57 @@ fn convolve_shared<E: Float>(
             },
         );
         let patches = &*patches;
-        let finish = |half: &[PackedRhs<E>],
+        // The back-transform of the products' columns `columns` (their output channels).
+        let finish = |products: &[E],
+                      columns: Range<usize>,
                       bias: &[E],
                       out: &mut [E],
-                      products: &mut Vec<E>,
                       lines: &mut Vec<E>| {
-            let products = multiply(patches, tiles, half, products);
             for (k, tile_row) in rows.clone().enumerate() {
-                let source = Products {
-                    values: products,
-                    tiles,
-                    first: k * tiling.tile_cols,
-                };
+                let first = k * tiling.tile_cols;
+                let source = Products::new(products, tiles, first, columns.clone());
                 transform_outputs(tiling, &source, tile_row, bias, out, lines);
             }
         };
-        let [front, back] = &kernels.halves;
-        let (front_products, back_products) = (&mut first.products, &mut second.products);
-        let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
-        join(
-            || {
-                finish(
-                    front,
-                    bias_front,
-                    &mut *y_front,
-                    front_products,
-                    front_lines,
-                )
-            },
-            || finish(back, bias_back, &mut *y_back, back_products, back_lines),
-        );
+        if whole {
+            let products = reserve(&mut first.products, POSITIONS * tiles * out_channels);
+            let half = tiles / 2;
+            let (mut m_front, mut m_back) = split_channels(products, out_channels, half);
+            let kernels = &kernels.halves[0];
+            join(
+                || multiply_rows(patches, tiles, 0..half, kernels, &mut m_front),
+                || multiply_rows(patches, tiles, half..tiles, kernels, &mut m_back),
+            );
+            let products = &*products;
+            let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
+            join(
+                || finish(products, 0..split, bias_front, &mut *y_front, front_lines),
+                || {
+                    finish(
+                        products,
+                        split..out_channels,
+                        bias_back,
+                        &mut *y_back,
+                        back_lines,
+                    )
+                },
+            );
+        } else {
+            let [front, back] = &kernels.halves;
+            let (front_products, back_products) = (&mut first.products, &mut second.products);
+            let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
+            join(
+                || {
+                    let products = multiply(patches, tiles, front, front_products);
+                    finish(products, 0..split, bias_front, &mut *y_front, front_lines)
+                },
+                || {
+                    let products = multiply(patches, tiles, back, back_products);
+                    let columns = 0..out_channels - split;
+                    finish(products, columns, bias_back, &mut *y_back, back_lines)
+                },
+            );
+        }
     }
 }
 
@@ -396,6 +436,35 @@ fn multiply<'a, E: Float>(
         matmul_prepacked(v, u, MatMut::row_major(m, tiles, out_channels), false);
     }
     products
+}
+
+/// `M_ξ[rows] = V_ξ[rows] · U_ξ` for the 16 positions: the tiles `rows` of a block of
+/// `tiles`, into `products` (position `ξ`: `[rows][CO]`).
+fn multiply_rows<E: Float>(
+    patches: &[E],
+    tiles: usize,
+    rows: Range<usize>,
+    kernels: &[PackedRhs<E>],
+    products: &mut [&mut [E]; POSITIONS],
+) {
+    let (in_channels, out_channels) = kernels[0].shape();
+    if rows.is_empty() || in_channels == 0 || out_channels == 0 {
+        return;
+    }
+    let per_position = in_channels * tiles;
+    for ((v, m), u) in patches
+        .chunks_exact(per_position)
+        .zip(products)
+        .zip(kernels)
+    {
+        // V_ξ is stored [CI][tiles]; the product reads rows `rows` of it as [tiles, CI].
+        let v = MatRef::transposed(&v[rows.start..], in_channels, tiles);
+        let v = MatRef {
+            rows: rows.len(),
+            ..v
+        };
+        matmul_prepacked(v, u, MatMut::row_major(m, rows.len(), out_channels), false);
+    }
 }
 
 /// `Bᵀ d B` for every patch of the tile rows `rows` (counted over the samples of `x`) and the
@@ -450,7 +519,7 @@ fn transform_patches<E: Float>(
                     }
                     None => {
                         for w in [out.0, out.1, out.2, out.3] {
-                            w.fill(E::ZERO);
+                            zero(w);
                         }
                     }
                 }
@@ -488,9 +557,9 @@ fn transform_line<E: Float>(
     let inside = line.len().min(padded.len().saturating_sub(padding));
     let (front, rest) = padded.split_at_mut(padding.min(padded.len()));
     let (row, back) = rest.split_at_mut(inside);
-    front.fill(E::ZERO);
-    row.copy_from_slice(&line[..inside]);
-    back.fill(E::ZERO);
+    zero(front);
+    copy(row, &line[..inside]);
+    zero(back);
     let pairs = padded.chunks_exact(2).zip(padded[2..].chunks_exact(2));
     for ((((w0, w1), w2), w3), (front, back)) in w0.iter_mut().zip(w1).zip(w2).zip(w3).zip(pairs) {
         let (x0, x1, x2, x3) = (front[0], front[1], back[0], back[1]);
@@ -535,18 +604,30 @@ fn four_mut_runs<'a, E>(
     (run(a), run(b), run(c), run(d))
 }
 
-/// The products `M` of a block (`[16][tiles][co]`), from tile `first` on.
+/// The products `M` of a block (`[16][tiles][co]`): columns `columns` of the tiles from
+/// `first` on.
 struct Products<'a, E> {
     values: &'a [E],
     tiles: usize,
     first: usize,
+    columns: Range<usize>,
 }
 
 impl<'a, E> Products<'a, E> {
-    /// Position `xi` of tile `first + j`: `co` values.
+    fn new(values: &'a [E], tiles: usize, first: usize, columns: Range<usize>) -> Self {
+        Self {
+            values,
+            tiles,
+            first,
+            columns,
+        }
+    }
+
+    /// Position `xi` of tile `first + j`, columns `columns`.
     fn get(&self, xi: usize, j: usize) -> &'a [E] {
-        let channels = self.values.len() / (POSITIONS * self.tiles);
-        &self.values[(xi * self.tiles + self.first + j) * channels..][..channels]
+        let width = self.values.len() / (POSITIONS * self.tiles);
+        let row = &self.values[(xi * self.tiles + self.first + j) * width..][..width];
+        &row[self.columns.clone()]
     }
 }
 
@@ -617,7 +698,7 @@ fn transform_outputs<E: Float>(
     let rows = 2.min(height - first_row);
     for (o, rows_of_o) in band.chunks_exact(2 * width).enumerate() {
         let at = o * plane + first_row * width;
-        out[at..at + rows * width].copy_from_slice(&rows_of_o[..rows * width]);
+        copy(&mut out[at..at + rows * width], &rows_of_o[..rows * width]);
     }
 }
 
@@ -780,11 +861,11 @@ fn transform_gradients<E: Float>(
                         &gradient[(y + 1) * width..][..width],
                     )
                 } else {
-                    padded.fill(E::ZERO);
+                    zero(padded);
                     let (top, bottom) = padded.split_at_mut(2 * cols);
                     for (line, y) in [top, bottom].into_iter().zip([y, y + 1]) {
                         if y < height {
-                            line[..width].copy_from_slice(&gradient[y * width..][..width]);
+                            copy(&mut line[..width], &gradient[y * width..][..width]);
                         }
                     }
                     let (top, bottom) = padded.split_at(2 * cols);
@@ -906,7 +987,7 @@ mod tests {
             let weight = values(&mut rng, co * ci * 9);
             let bias = values(&mut rng, co);
             let x = values(&mut rng, batch * ci * h * w);
-            let mut kernels = TransformedKernels::new(ci, co);
+            let mut kernels = TransformedKernels::new(tiling, co);
             kernels.transform(&weight);
             let out_len = co * g.out_height * g.out_width;
             let mut scratch = Scratch::default();
