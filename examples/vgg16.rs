@@ -74,7 +74,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let median = times[times.len() / 2];
     println!("predicted class {class}");
     println!(
-        "forward pass, batch 1, 224 x 224: median {median:.1} ms over {} runs ({:.1} GFLOP/s)",
+        "forward pass, batch 1, 224 x 224: median {median:.1} ms over {} runs \
+         ({:.1} GFLOP/s counted as direct convolutions; Winograd's do fewer)",
         times.len(),
         flops / median / 1e6
     );
