@@ -21,10 +21,10 @@
 //! The transforms only add, subtract and halve, so the results differ from a direct sum by a
 //! few rounding errors of the inputs' size, like any reordering of the sum.
 
-use super::gemm::PackedRhs;
-use super::im2col::ConvGeometry;
 use std::ops::Range;
 
+use super::gemm::PackedRhs;
+use super::im2col::ConvGeometry;
 use super::matmul::{matmul, matmul_prepacked, MatMut, MatRef};
 use super::parallel::join;
 use super::vector::{copy, zero};
@@ -67,9 +67,9 @@ impl Tiling {
     }
 }
 
-/// The transformed kernels `U_ξ = (G g Gᵀ)_ξ`, one packed `[CI, co]` matrix per position for
-/// each half of the output channels: a single sample's products are shared between the cores
-/// by output channel (see [`convolve`]).
+/// The transformed kernels `U_ξ = (G g Gᵀ)_ξ`, one packed `[CI, co]` matrix per position,
+/// whole or in two halves by output channel (see [`new`](Self::new)); a whole set is the
+/// first half, with an empty second.
 #[derive(Clone, Debug)]
 pub struct TransformedKernels<E> {
     halves: [Vec<PackedRhs<E>>; 2],
@@ -107,7 +107,7 @@ impl<E: Float> TransformedKernels<E> {
     }
 
     /// Transforms `weight` (`[CO, CI, 3, 3]`, PyTorch's layout) into place, one half of the
-    /// output channels on each core.
+    /// output channels on each core (whole kernels on one: they are the small ones).
     pub fn transform(&mut self, weight: &[E]) {
         let [front, back] = self.outputs();
         assert_eq!(
@@ -174,8 +174,9 @@ fn combine<E: Float, const N: usize, const L: usize>(
 }
 
 /// The buffers of [`convolve`], one set per core: the transformed patches `V`
-/// (`[16][CI][tiles]`) of a block of tiles, their products `M` (`[16][tiles][co]`, for one
-/// half of the output channels at a time), and rows for the transforms.
+/// (`[16][CI][tiles]`) of a block of tiles, their products `M` (`[16][tiles][co]`, for the
+/// kernels' whole set or one half of it at a time), and rows for the transforms. A single
+/// sample's block uses the first core's `V` (and `M`, when the kernels are whole) for both.
 #[derive(Clone, Debug, Default)]
 pub struct Scratch<E> {
     cores: [CoreScratch<E>; 2],
@@ -204,8 +205,7 @@ const BLOCK_VALUES: usize = 1 << 19;
 /// (`[CO, OH, OW]` each), with `kernels` transformed from `g`.
 ///
 /// A batch is split in halves, one per core. A single sample shares each block of tiles
-/// between the cores instead: each transforms half of the input channels, then multiplies by
-/// and transforms back half of the output channels.
+/// between the cores instead (see `convolve_shared`).
 pub fn convolve<E: Float>(
     tiling: Tiling,
     kernels: &TransformedKernels<E>,
