@@ -270,7 +270,7 @@ fn all_patches<'a, E: Float>(
     let channels = tiling.geometry.channels;
     let tiles = rows.len() * tiling.tile_cols;
     let patches = reserve(patches, POSITIONS * channels * tiles);
-    let (mut v, _) = split_channels(patches, tiles, channels);
+    let (mut v, _) = split_positions(patches, channels * tiles);
     transform_patches(tiling, x, rows, 0..channels, &mut v, lines);
     patches
 }
@@ -329,7 +329,7 @@ fn convolve_shared<E: Float>(
     for rows in blocks(tiling, 0..tiling.tile_rows) {
         let tiles = rows.len() * tiling.tile_cols;
         let patches = reserve(&mut first.patches, POSITIONS * channels * tiles);
-        let (mut v_front, mut v_back) = split_channels(patches, tiles, in_split);
+        let (mut v_front, mut v_back) = split_positions(patches, in_split * tiles);
         let (front_lines, back_lines) = (&mut first.lines, &mut second.lines);
         join(
             || {
@@ -357,7 +357,7 @@ fn convolve_shared<E: Float>(
         if whole {
             let products = reserve(&mut first.products, POSITIONS * tiles * out_channels);
             let half = tiles / 2;
-            let (mut m_front, mut m_back) = split_channels(products, out_channels, half);
+            let (mut m_front, mut m_back) = split_positions(products, half * out_channels);
             let kernels = &kernels.halves[0];
             join(
                 || multiply_rows(patches, tiles, 0..half, kernels, &mut m_front),
@@ -396,17 +396,14 @@ fn convolve_shared<E: Float>(
     }
 }
 
-/// `V` (`[16][CI][tiles]`) as its 16 positions, each cut after `channels` input channels.
-fn split_channels<E>(
-    patches: &mut [E],
-    tiles: usize,
-    channels: usize,
-) -> ([&mut [E]; POSITIONS], [&mut [E]; POSITIONS]) {
+/// A block's `V` (`[16][CI][tiles]`) or `M` (`[16][tiles][CO]`) as its 16 positions, each
+/// cut `at` values in (after some input channels, or some tiles).
+fn split_positions<E>(data: &mut [E], at: usize) -> ([&mut [E]; POSITIONS], [&mut [E]; POSITIONS]) {
     let mut front: [&mut [E]; POSITIONS] = Default::default();
     let mut back: [&mut [E]; POSITIONS] = Default::default();
-    let per_position = patches.len() / POSITIONS;
-    for (xi, position) in patches.chunks_exact_mut(per_position).enumerate() {
-        (front[xi], back[xi]) = position.split_at_mut(channels * tiles);
+    let per_position = data.len() / POSITIONS;
+    for (xi, position) in data.chunks_exact_mut(per_position.max(1)).enumerate() {
+        (front[xi], back[xi]) = position.split_at_mut(at);
     }
     (front, back)
 }
@@ -418,23 +415,10 @@ fn multiply<'a, E: Float>(
     kernels: &[PackedRhs<E>],
     products: &'a mut Vec<E>,
 ) -> &'a [E] {
-    let (in_channels, out_channels) = kernels[0].shape();
+    let out_channels = kernels[0].shape().1;
     let products = reserve(products, POSITIONS * tiles * out_channels);
-    let per_position = in_channels * tiles;
-    if per_position == 0 || out_channels == 0 {
-        // No input channels (or a half without output channels): nothing to multiply.
-        products.fill(E::ZERO);
-        return products;
-    }
-    for ((v, m), u) in patches
-        .chunks_exact(per_position)
-        .zip(products.chunks_exact_mut(tiles * out_channels))
-        .zip(kernels)
-    {
-        // V_ξ is stored [CI][tiles]; the product reads it as [tiles, CI].
-        let v = MatRef::transposed(v, in_channels, tiles);
-        matmul_prepacked(v, u, MatMut::row_major(m, tiles, out_channels), false);
-    }
+    let (mut all, _) = split_positions(products, tiles * out_channels);
+    multiply_rows(patches, tiles, 0..tiles, kernels, &mut all);
     products
 }
 
@@ -448,8 +432,12 @@ fn multiply_rows<E: Float>(
     products: &mut [&mut [E]; POSITIONS],
 ) {
     let (in_channels, out_channels) = kernels[0].shape();
-    if rows.is_empty() || in_channels == 0 || out_channels == 0 {
+    if rows.is_empty() || out_channels == 0 {
         return;
+    }
+    if in_channels == 0 {
+        // No input channels: all products are 0.
+        return products.iter_mut().for_each(|m| zero(m));
     }
     let per_position = in_channels * tiles;
     for ((v, m), u) in patches
@@ -487,18 +475,14 @@ fn transform_patches<E: Float>(
     let cols = tiling.tile_cols;
     let tiles = rows.len() * cols;
     let plane = g.height * g.width;
-    let mut start = rows.start;
-    while start < rows.end {
-        // The tile rows of one sample.
-        let (sample, first) = (start / tiling.tile_rows, start % tiling.tile_rows);
-        let end = rows.end.min((sample + 1) * tiling.tile_rows);
-        let count = end - start;
-        let at = (start - rows.start) * cols;
-        // lines[(4 · parity + s) · run + m · cols + j]: input row 2 (first + m) + parity − P,
+    for (sample, first, run) in sample_runs(tiling, rows.clone()) {
+        let count = run.len();
+        let at = (run.start - rows.start) * cols;
+        // lines[(4 · parity + s) · line + m · cols + j]: input row 2 (first + m) + parity − P,
         // transformed along the width.
-        let run = (count + 1) * cols;
-        let buffer = reserve(lines, 8 * run + 2 * cols + 2);
-        let (lines, padded) = buffer.split_at_mut(8 * run);
+        let line = (count + 1) * cols;
+        let buffer = reserve(lines, 8 * line + 2 * cols + 2);
+        let (lines, padded) = buffer.split_at_mut(8 * line);
         for (local, c) in channels.clone().enumerate() {
             let image = &x[sample * tiling.input_len() + c * plane..][..plane];
             for q in 0..2 * (count + 1) {
@@ -506,7 +490,7 @@ fn transform_patches<E: Float>(
                 let out = four_mut(
                     lines,
                     [parity * 4, parity * 4 + 1, parity * 4 + 2, parity * 4 + 3],
-                    run,
+                    line,
                     m * cols,
                     cols,
                 );
@@ -526,22 +510,36 @@ fn transform_patches<E: Float>(
             }
             let n = count * cols;
             for s in 0..4 {
-                let even = &lines[s * run..][..run];
-                let odd = &lines[(4 + s) * run..][..run];
+                let even = &lines[s * line..][..line];
+                let odd = &lines[(4 + s) * line..][..line];
                 let (d0, d1, d2, d3) =
                     (&even[..n], &odd[..n], &even[cols..][..n], &odd[cols..][..n]);
                 let out = local * tiles + at;
                 let (v0, v1, v2, v3) = four_mut_runs(v, [s, 4 + s, 8 + s, 12 + s], out, n);
                 for j in 0..n {
-                    v0[j] = d0[j] - d2[j];
-                    v1[j] = d1[j] + d2[j];
-                    v2[j] = d2[j] - d1[j];
-                    v3[j] = d1[j] - d3[j];
+                    [v0[j], v1[j], v2[j], v3[j]] = b_transposed([d0[j], d1[j], d2[j], d3[j]]);
                 }
             }
         }
-        start = end;
     }
+}
+
+/// The tile rows `rows` (counted over a batch) cut at the samples' boundaries: for each
+/// piece, its sample, its first tile row within the sample, and its rows.
+fn sample_runs(
+    tiling: Tiling,
+    rows: Range<usize>,
+) -> impl Iterator<Item = (usize, usize, Range<usize>)> {
+    let mut start = rows.start;
+    std::iter::from_fn(move || {
+        if start >= rows.end {
+            return None;
+        }
+        let (sample, first) = (start / tiling.tile_rows, start % tiling.tile_rows);
+        let run = start..rows.end.min((sample + 1) * tiling.tile_rows);
+        start = run.end;
+        Some((sample, first, run))
+    })
 }
 
 /// `d B` along one input row: `w_s[j]` for the 4 values `x[2j − P .. 2j − P + 4]` (0 outside
@@ -562,12 +560,14 @@ fn transform_line<E: Float>(
     zero(back);
     let pairs = padded.chunks_exact(2).zip(padded[2..].chunks_exact(2));
     for ((((w0, w1), w2), w3), (front, back)) in w0.iter_mut().zip(w1).zip(w2).zip(w3).zip(pairs) {
-        let (x0, x1, x2, x3) = (front[0], front[1], back[0], back[1]);
-        *w0 = x0 - x2;
-        *w1 = x1 + x2;
-        *w2 = x2 - x1;
-        *w3 = x1 - x3;
+        [*w0, *w1, *w2, *w3] = b_transposed([front[0], front[1], back[0], back[1]]);
     }
+}
+
+/// `Bᵀ` applied to 4 values: `[x0 − x2, x1 + x2, x2 − x1, x1 − x3]`.
+#[inline(always)]
+fn b_transposed<E: Float>([x0, x1, x2, x3]: [E; 4]) -> [E; 4] {
+    [x0 - x2, x1 + x2, x2 - x1, x1 - x3]
 }
 
 /// The `len`-long runs at `at` of the four rows `which` (increasing) of `data`, whose rows are
@@ -645,15 +645,15 @@ fn transform_outputs<E: Float>(
     let channels = bias.len();
     let (height, width) = (g.out_height, g.out_width);
     let plane = height * width;
-    // Eight rows of `channels` values: (Aᵀ M)'s top and bottom rows for each of the 4
-    // columns, then overwritten by the 4 outputs. Each loop reads and writes a few contiguous
-    // runs, which the compiler turns into vector code.
     if channels == 0 {
         return;
     }
-    // The tile row's two output rows of every channel, `band[o][a][column]`, are gathered
-    // here (in L2) and then copied out whole: written straight into `out`, each tile's values
-    // went to a different page per channel, and the stores stalled on the misses.
+    // `lines`: eight rows of `channels` values, (Aᵀ M)'s top and bottom rows for each of the
+    // 4 columns, then overwritten by the 4 outputs; each loop reads and writes a few
+    // contiguous runs, which the compiler turns into vector code. `band`: the tile row's two
+    // output rows of every channel, `band[o][a][column]`, gathered here (in L2) and then
+    // copied out whole: written straight into `out`, each tile's values went to a different
+    // page per channel, and the stores stalled on the misses.
     let band_len = channels * 2 * width;
     let lines = reserve(lines, 8 * channels + band_len);
     let (lines, band) = lines.split_at_mut(8 * channels);
@@ -839,19 +839,16 @@ fn transform_gradients<E: Float>(
     let cols = tiling.tile_cols;
     let tiles = rows.len() * cols;
     let plane = height * width;
-    let mut start = rows.start;
-    while start < rows.end {
+    for (sample, first, tile_rows) in sample_runs(tiling, rows.clone()) {
         // The tile rows of one sample: first `A dY` (the 8 rows `p` and `q` of its 4 rows,
         // each over all of them), then `· Aᵀ` in four long loops.
-        let (sample, first) = (start / tiling.tile_rows, start % tiling.tile_rows);
-        let end = rows.end.min((sample + 1) * tiling.tile_rows);
-        let run = (end - start) * cols;
+        let run = tile_rows.len() * cols;
         let buffer = reserve(lines, 8 * run + 4 * cols);
         let (halves, padded) = buffer.split_at_mut(8 * run);
         for o in 0..out_channels {
             let gradient = &dy[(sample * out_channels + o) * plane..][..plane];
             let [p0, q0, p1, q1, p2, q2, p3, q3] = eight_mut(halves, run);
-            for k in 0..end - start {
+            for k in 0..tile_rows.len() {
                 // The tile row's two output rows, padded with zeros to 2 · cols values
                 // where the output's width or height is odd.
                 let y = 2 * (first + k);
@@ -880,7 +877,7 @@ fn transform_gradients<E: Float>(
                     (p3[j], q3[j]) = (-g, -h);
                 }
             }
-            let at = o * tiles + (start - rows.start) * cols;
+            let at = o * tiles + (tile_rows.start - rows.start) * cols;
             let mut out: [&mut [E]; POSITIONS] = Default::default();
             for (xi, position) in z.chunks_exact_mut(out_channels * tiles).enumerate() {
                 out[xi] = &mut position[at..at + run];
@@ -900,7 +897,6 @@ fn transform_gradients<E: Float>(
                 }
             }
         }
-        start = end;
     }
 }
 
