@@ -79,6 +79,8 @@ pub trait Float:
         c: OutputView<'_, Self>,
         accumulate: bool,
     );
+    /// The direct convolution's micro-kernels for this type (see `kernels::direct`).
+    fn direct_kernels() -> crate::kernels::direct::Kernels<Self>;
     fn is_finite(self) -> bool;
     /// Little-endian bytes, as safetensors stores them.
     fn write_le(self, out: &mut Vec<u8>);
@@ -106,7 +108,7 @@ fn with_thread_buffer<T: Copy + Default + 'static, R>(
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $source:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
+    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $source:path, $direct:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -167,6 +169,9 @@ macro_rules! impl_float {
                 }
                 with_thread_buffer(&PARTIAL, len, f)
             }
+            fn direct_kernels() -> crate::kernels::direct::Kernels<Self> {
+                $direct()
+            }
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
@@ -191,6 +196,7 @@ impl_float!(
     crate::kernels::gemm::gemm_f32,
     crate::kernels::gemm::gemm_prepacked_f32,
     crate::kernels::gemm::gemm_source_f32,
+    crate::kernels::direct::f32_kernels,
     cfg!(target_arch = "x86_64"),
     crate::kernels::fast_math::exp,
     crate::kernels::fast_math::tanh
@@ -201,6 +207,7 @@ impl_float!(
     crate::kernels::gemm::gemm_generic::<f64>,
     crate::kernels::gemm::gemm_prepacked_generic::<f64>,
     crate::kernels::gemm::gemm_source_generic,
+    crate::kernels::direct::generic_kernels::<f64>,
     false,
     f64::exp,
     f64::tanh

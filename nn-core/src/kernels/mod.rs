@@ -1,5 +1,6 @@
 //! Numeric kernels shared by the layers.
 
+pub mod direct;
 pub mod fast_math;
 pub mod gemm;
 pub mod im2col;

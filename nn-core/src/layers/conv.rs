@@ -1,6 +1,7 @@
 //! 2-d convolution.
 
 use crate::init::{fan_in_uniform, Rng};
+use crate::kernels::direct::{self, Direct};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry, ImageColumns};
 use crate::kernels::parallel::join;
 use crate::kernels::vector::{copy, equal, sum};
@@ -40,6 +41,15 @@ use crate::{Float, Rank3, Tensor};
 /// algorithm (`winograd::weight_gradient`) and the input gradient as a Winograd convolution of
 /// `dy` with the kernels turned by 180° (when `CO` is at least `WINOGRAD_MIN_CHANNELS` too and
 /// `P <= 2`; otherwise through `dcol` and `col2im`).
+///
+/// A stride-1 convolution over fewer than `WINOGRAD_MIN_CHANNELS` input channels (LeNet's,
+/// VGG16's first) is computed directly instead (`kernels::direct`): the kernels read each padded
+/// sample at every tap's offset, with nothing unfolded. Unfolding LeNet's images into columns
+/// took a quarter of its training step, for products with only 6 or 16 output channels. Layer
+/// by layer at batch 64, its first convolution went from 0.37 to 0.14 ms forward and from 0.59
+/// to 0.23 ms backward (weights only), its second from 0.58 to 0.31 and from 1.23 to 1.0 ms.
+/// The input gradient is the same correlation over `dy` with the kernels turned by 180° (for
+/// `P < K`).
 ///
 /// Small images (`OH·OW` below `GROUP_COLUMNS`) are unfolded several samples at a time, side by
 /// side in one `[CI·K·K, G·OH·OW]` matrix, so that each product is wide enough to amortise
@@ -95,6 +105,18 @@ pub struct ConvCache<E> {
     /// pass.
     winograd_input_gradient: Option<WinogradBackward<E>>,
     winograd_weight_gradient: Option<winograd::GradientScratch<E>>,
+    /// The packed weights and buffers of the direct convolution, made by the first pass.
+    direct: Option<DirectState<E>>,
+}
+
+/// What the direct convolution keeps between passes: the weights packed for the forward pass
+/// and, turned by 180° and transposed, for the input gradient (both packed again every pass:
+/// they are `CO·CI·K·K` values, a few thousand), and the buffers.
+#[derive(Clone, Debug, Default)]
+struct DirectState<E> {
+    weights: Vec<E>,
+    turned: Vec<E>,
+    scratch: direct::Scratch<E>,
 }
 
 /// What the forward pass's Winograd convolution keeps between passes.
@@ -186,6 +208,21 @@ impl<
         Tiling::new(Self::GEOMETRY)
     } else {
         None
+    };
+
+    /// The direct convolution (`kernels::direct`) of a stride-1 layer over fewer than
+    /// `WINOGRAD_MIN_CHANNELS` input channels, other than a 1 x 1 without padding.
+    const DIRECT: Option<Direct> = if CI < WINOGRAD_MIN_CHANNELS && !Self::POINTWISE {
+        Direct::new(Self::GEOMETRY, CO)
+    } else {
+        None
+    };
+
+    /// The input gradient's correlation when the layer is direct: `dy` correlated with the
+    /// kernels turned by 180° and transposed, padded by `K − 1 − P` (so for `P < K`).
+    const DIRECT_INPUT_GRADIENT: Option<Direct> = match Self::DIRECT {
+        Some(direct) => direct.transposed(),
+        None => None,
     };
 
     /// The tiling of the input gradient's convolution when it runs as Winograd's too: `dx` is
@@ -445,6 +482,7 @@ impl<
             winograd: None,
             winograd_input_gradient: None,
             winograd_weight_gradient: None,
+            direct: None,
         }
     }
 
@@ -482,6 +520,12 @@ impl<
             }
             let (kernels, scratch) = (&forward.kernels, &mut forward.scratch);
             return winograd::convolve(tiling, kernels, &self.bias, x, y, scratch);
+        }
+        if let Some(layer) = Self::DIRECT {
+            let state = cache.direct.get_or_insert_with(Default::default);
+            direct::arrange(layer, &self.weight, false, &mut state.weights);
+            let bias = Some(&self.bias[..]);
+            return direct::correlate(layer, &state.weights, bias, x, y, &mut state.scratch);
         }
         let [first_core, second_core] = &mut cache.cores;
         if !Self::splits_samples(batch) {
@@ -541,13 +585,24 @@ impl<
                 .winograd_weight_gradient
                 .get_or_insert_with(Default::default);
             winograd::weight_gradient(tiling, x, dy, &mut grads.weight, scratch);
-            if dx.is_none() {
-                return;
+        }
+        if let Some(layer) = Self::DIRECT {
+            let state = cache.direct.get_or_insert_with(Default::default);
+            direct::weight_gradient(layer, x, dy, &mut grads.weight, &mut state.scratch);
+            if let Some(transposed) = Self::DIRECT_INPUT_GRADIENT {
+                if let Some(dx) = dx.take() {
+                    direct::arrange(layer, &self.weight, true, &mut state.turned);
+                    let turned = &state.turned;
+                    direct::correlate(transposed, turned, None, dy, dx, &mut state.scratch);
+                }
             }
         }
         // What is left for the unfolded columns: the weight gradient unless done above, and
         // the input gradient unless done above.
-        let unfolds_weight = Self::WINOGRAD.is_none();
+        let unfolds_weight = Self::WINOGRAD.is_none() && Self::DIRECT.is_none();
+        if !unfolds_weight && dx.is_none() {
+            return;
+        }
         let [first_core, second_core] = &mut cache.cores;
         if !Self::splits_samples(batch) {
             let dweight = unfolds_weight.then_some(&mut grads.weight[..]);
@@ -730,7 +785,8 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        // (K, S, P) = (3, 1, 1): same size.
+        // (K, S, P) = (3, 1, 1): same size (a direct convolution, as are all with stride 1 and
+        // fewer than 16 input channels but the pointwise ones).
         check_module::<Conv2d<2, 3, 3, 1, 1, 5, 4, 5, 4, f64>>(2, 21);
         // (1, 1, 0): the pointwise path.
         check_module::<Conv2d<3, 2, 1, 1, 0, 3, 4, 3, 4, f64>>(3, 22);
@@ -754,6 +810,12 @@ mod tests {
         // ... and Winograd input gradients (at least 16 output channels too), padded by 2 − P.
         check_module::<Conv2d<16, 16, 3, 1, 2, 3, 4, 5, 6, f64>>(2, 34);
         check_module::<Conv2d<16, 17, 3, 1, 0, 5, 4, 3, 2, f64>>(1, 35);
+        // Direct: padding 2 >= K (the input gradient through the columns instead); a single
+        // sample split by output channels between the cores.
+        check_module::<Conv2d<2, 3, 2, 1, 2, 4, 5, 7, 8, f64>>(2, 36);
+        check_module::<Conv2d<4, 13, 3, 1, 1, 24, 24, 24, 24, f64>>(1, 37);
+        // Stride 1 through the columns: a 5 x 5 kernel over 16 channels, in groups of samples.
+        check_module::<Conv2d<16, 3, 5, 1, 2, 6, 7, 6, 7, f64>>(3, 38);
     }
 
     /// Forward and backward of `layer` on `x` with a cache made for `max_batch`.
@@ -799,16 +861,25 @@ mod tests {
         // all 5 samples at once.
         grouping_agrees::<Conv2d<2, 3, 3, 2, 1, 7, 6, 4, 3, f64>>(5);
         grouping_agrees::<Conv2d<3, 2, 1, 1, 0, 3, 4, 3, 4, f64>>(5);
-        grouping_agrees::<Conv2d<2, 4, 3, 1, 1, 5, 5, 5, 5, f64>>(5);
+        grouping_agrees::<Conv2d<16, 4, 5, 1, 2, 5, 5, 5, 5, f64>>(5);
     }
 
     #[test]
     fn splitting_the_batch_between_the_cores_changes_nothing() {
         // 7 samples of 16 x 16 (groups of 4): halves of 3 and 4 samples, above
         // `PARALLEL_SAMPLES`, against each sample on its own.
-        type Layer = Conv2d<8, 16, 3, 1, 1, 16, 16, 16, 16, f64>;
-        assert!(Layer::splits_samples(7) && !Layer::splits_samples(1));
-        let layer = Layer::init(&mut crate::init::rng(7));
+        type Columns = Conv2d<16, 8, 5, 1, 2, 16, 16, 16, 16, f64>;
+        assert!(Columns::DIRECT.is_none() && Columns::WINOGRAD.is_none());
+        assert!(Columns::splits_samples(7) && !Columns::splits_samples(1));
+        splitting_agrees::<16, 8, 5, 2>();
+        // The same for a direct convolution.
+        assert!(Conv2d::<8, 16, 3, 1, 1, 16, 16, 16, 16>::DIRECT.is_some());
+        splitting_agrees::<8, 16, 3, 1>();
+    }
+
+    /// A batch of 7 samples of 16 x 16 against each sample on its own.
+    fn splitting_agrees<const CI: usize, const CO: usize, const K: usize, const P: usize>() {
+        let layer = Conv2d::<CI, CO, K, 1, P, 16, 16, 16, 16, f64>::init(&mut crate::init::rng(7));
         let x = crate::gradcheck::random_tensor(&mut crate::init::rng(8), 7);
         let (y, grads, dx) = run(&layer, &x, 7);
         let (mut y_alone, mut dx_alone) = (Vec::new(), Vec::new());
@@ -860,7 +931,7 @@ mod tests {
 
     #[test]
     fn group_sizes_follow_the_image_size_and_the_batch() {
-        type Small = Conv2d<1, 1, 3, 1, 1, 4, 4, 4, 4, f64>;
+        type Small = Conv2d<1, 1, 3, 2, 1, 8, 8, 4, 4, f64>;
         let layer = Small::zeros();
         let mut cache = layer.new_cache(100);
         assert_eq!(cache.group, 64);
