@@ -4,8 +4,9 @@
 //!
 //! `exp`: Cody-Waite range reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, then a degree-6
 //! polynomial for `e^r` (the Cephes `expf` coefficients) and `2^n` through the exponent bits.
-//! Relative error below 3e-7 down to -87, 0 below (where the result would be subnormal). `tanh`: the Cephes odd polynomial for
-//! `|x| < 0.625`, `1 - 2 / (e^{2|x|} + 1)` above; absolute error below 3e-7.
+//! Relative error below 3e-7 down to -87, and 0 below (where the result would be subnormal).
+//! `tanh`: the Cephes odd polynomial for `|x| < 0.625`, `1 - 2 / (e^{2|x|} + 1)` above;
+//! absolute error below 3e-7.
 
 use crate::Float;
 

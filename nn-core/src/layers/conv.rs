@@ -798,10 +798,12 @@ mod tests {
         check_module::<Conv2d<2, 2, 5, 1, 2, 4, 6, 4, 6, f64>>(2, 25);
         check_module::<Conv2d<2, 3, 1, 2, 0, 5, 4, 3, 2, f64>>(2, 26);
         check_module::<Conv2d<1, 2, 3, 3, 2, 5, 7, 3, 3, f64>>(2, 27);
-        // Large enough for the packed product, both cores and the parallel unfolding.
+        // Large enough for both cores: a direct convolution whose samples are split between
+        // them.
         check_module::<Conv2d<8, 16, 3, 1, 1, 24, 24, 24, 24, f64>>(2, 28);
-        // Groups of two samples and a last group of one, for a 3 x 3 and a 1 x 1 kernel.
-        check_module::<Conv2d<1, 2, 3, 1, 1, 20, 20, 20, 20, f64>>(3, 29);
+        // Groups of two samples and a last group of one, for a 3 x 3 (stride 2) and a 1 x 1
+        // kernel.
+        check_module::<Conv2d<1, 2, 3, 2, 1, 39, 39, 20, 20, f64>>(3, 29);
         check_module::<Conv2d<2, 2, 1, 1, 0, 20, 20, 20, 20, f64>>(3, 30);
         // Winograd forward passes: padding 1, 0 and 2, a single sample and a batch.
         check_module::<Conv2d<16, 3, 3, 1, 1, 5, 6, 5, 6, f64>>(1, 31);
