@@ -27,7 +27,7 @@
 
 use super::im2col::ConvGeometry;
 use super::parallel::join;
-use super::vector::{copy, zero};
+use super::vector::{copy, reserve, zero};
 use crate::Float;
 
 /// Output channels per block of the correlation.
@@ -306,14 +306,6 @@ struct CoreScratch<E> {
 pub struct Scratch<E> {
     cores: [CoreScratch<E>; 2],
     offsets: Vec<usize>,
-}
-
-/// Grows `buffer` to at least `len` values and returns its first `len`.
-fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) -> &mut [E] {
-    if buffer.len() < len {
-        buffer.resize(len, E::ZERO);
-    }
-    &mut buffer[..len]
 }
 
 /// `y = bias + x ⋆ w` for the samples `x` (whole samples, one after another) into `y`, with

@@ -28,6 +28,15 @@ pub fn copy<E: Copy>(dst: &mut [E], src: &[E]) {
     });
 }
 
+/// Grows a scratch `buffer` to at least `len` values and returns its first `len` (only the
+/// first passes with a cache allocate).
+pub fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) -> &mut [E] {
+    if buffer.len() < len {
+        buffer.resize(len, E::ZERO);
+    }
+    &mut buffer[..len]
+}
+
 /// `dst = 0`, in vector stores, never a `memset` call (the rows an image convolution
 /// zero-fills are a few values long, and a call per row cost more than the stores).
 #[inline]

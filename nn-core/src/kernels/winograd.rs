@@ -27,7 +27,7 @@ use super::gemm::PackedRhs;
 use super::im2col::ConvGeometry;
 use super::matmul::{matmul, matmul_prepacked, MatMut, MatRef};
 use super::parallel::join;
-use super::vector::{copy, zero};
+use super::vector::{copy, reserve, zero};
 use crate::Float;
 
 /// Positions of a 4 x 4 transform, each its own matrix product.
@@ -187,14 +187,6 @@ struct CoreScratch<E> {
     patches: Vec<E>,
     products: Vec<E>,
     lines: Vec<E>,
-}
-
-/// Grows `buffer` to at least `len` values and returns its first `len`.
-fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) -> &mut [E] {
-    if buffer.len() < len {
-        buffer.resize(len, E::ZERO);
-    }
-    &mut buffer[..len]
 }
 
 /// Transformed patch values (`16 · CI` per tile) per block of tiles: enough tiles to reuse

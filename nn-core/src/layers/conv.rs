@@ -4,7 +4,7 @@ use crate::init::{fan_in_uniform, Rng};
 use crate::kernels::direct::{self, Direct};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry, ImageColumns};
 use crate::kernels::parallel::join;
-use crate::kernels::vector::{copy, equal, sum};
+use crate::kernels::vector::{copy, equal, reserve, sum};
 use crate::kernels::winograd::{self, Tiling, TransformedKernels};
 use crate::kernels::{matmul, matmul_source, MatMut, MatRef};
 use crate::module::Module;
@@ -151,13 +151,6 @@ struct ConvScratch<E> {
     col: Vec<E>,
     dcol: Vec<E>,
     out: Vec<E>,
-}
-
-/// Grows `buffer` to at least `len` values (only the first passes with a cache allocate).
-fn reserve<E: Float>(buffer: &mut Vec<E>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, E::ZERO);
-    }
 }
 
 impl<
