@@ -681,11 +681,11 @@ mod tests {
         let mut dx = vec![0.0; x.len()];
         for n in 0..batch {
             let xs = &x[n * g.input_len()..][..g.input_len()];
-            for o in 0..co {
+            for (o, bias) in b.iter().enumerate() {
                 for i in 0..oh {
                     for j in 0..ow {
                         let out = ((n * co + o) * oh + i) * ow + j;
-                        y[out] = b[o];
+                        y[out] = *bias;
                         for c in 0..ci {
                             for p in 0..k {
                                 for q in 0..k {

@@ -400,7 +400,7 @@ mod tests {
         crate::init::uniform(&mut rng, &mut layer.bias, 1.0);
         let x = crate::gradcheck::random_tensor(&mut crate::init::rng(9), 5);
         let dy = crate::gradcheck::random_tensor(&mut crate::init::rng(10), 5);
-        assert!(5 * 64 * 130 >= PARALLEL_VALUES && 64 * 130 < PARALLEL_VALUES);
+        const { assert!(5 * 64 * 130 >= PARALLEL_VALUES && 64 * 130 < PARALLEL_VALUES) };
         let mut cache = layer.new_cache(5);
         let whole = run(&mut layer, &mut cache, &x, &dy);
         let (mut y, mut dx) = (Vec::new(), Vec::new());
