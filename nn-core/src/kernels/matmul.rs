@@ -628,6 +628,8 @@ mod tests {
             (2, 700, 300),
             // Deep: split by depth when the second core is free.
             (40, 1100, 30),
+            // A transposed A of 19 whole panels (packed in groups of 8, 8 and 3) and 4 rows.
+            (118, 40, 50),
         ] {
             let (a64, b64, a32, b32) = operands(m * k, k * n, 3.0);
             let forms = [(false, false), (true, true), (false, true), (true, false)];
