@@ -696,10 +696,9 @@ mod tests {
         // `dYᵀ X` as a weight gradient has it (A transposed), and the other forms; called
         // directly, since `matmul` splits by depth only when the worker is free.
         let (m, k, n) = (24, 1000, 50);
-        assert!(matches!(
-            split(m, k, n, false, true),
-            Split::Depth(_) | Split::Whole
-        ));
+        // A shape `matmul` splits by depth when the worker is free. (Asking `split` itself
+        // failed now and then: other tests running at the same time hold the worker.)
+        assert!(k >= DEEP_PRODUCT * m.max(n) && m * n * k >= PARALLEL_PRODUCT);
         let a_data = values(m * k, 4.0);
         let b_data = values(k * n, 5.0);
         for (a, b) in [
