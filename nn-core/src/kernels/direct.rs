@@ -27,7 +27,7 @@
 
 use super::im2col::ConvGeometry;
 use super::parallel::join;
-use super::vector::{copy, reserve, zero};
+use super::vector::{copy, reserve, sum, zero};
 use crate::Float;
 
 /// Output channels per block of the correlation.
@@ -502,19 +502,6 @@ fn weight_gradient_samples<E: Float>(
     }
 }
 
-/// The sum of a vector's lanes, pairwise.
-fn lane_sum<E: Float>(lanes: &[E; LANES]) -> E {
-    let mut v = *lanes;
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            v[l] += v[l + width];
-        }
-    }
-    v[0]
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -620,10 +607,10 @@ mod avx2 {
         }
         let mut sums = TapSums::default();
         for (sums, acc) in sums.iter_mut().zip(acc) {
-            for (sum, acc) in sums.iter_mut().zip(acc) {
+            for (total, acc) in sums.iter_mut().zip(acc) {
                 let mut lanes = [0.0; 8];
                 _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-                *sum = super::lane_sum(&lanes);
+                *total = super::sum(&lanes);
             }
         }
         sums
