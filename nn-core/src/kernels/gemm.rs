@@ -3,8 +3,9 @@
 //!
 //! The classic blocking: `B` is copied in `kc x NR` panels and `A` in `MR x kc` panels into a
 //! per-thread scratch buffer (grown once, so later calls do not allocate), then a micro-kernel
-//! keeps an `MR x NR` tile of `C` in registers while it streams both panels. The micro-kernel
-//! is written with AVX-512 intrinsics for f32 (the training type) and as plain Rust over
+//! keeps an `MR x NR` tile of `C` in registers while it streams both panels. The f32 AVX2
+//! kernel reads a row-major A in place instead of packing it. The micro-kernel is written
+//! with AVX2 or AVX-512 intrinsics for f32 (the training type) and as plain Rust over
 //! fixed-size arrays otherwise (compiled for AVX2 + FMA where present); the variant is picked
 //! by runtime detection, so the speed does not depend on the `target-cpu` a user builds with.
 
@@ -23,6 +24,32 @@ const KC_SHALLOW: usize = 256;
 const DEEP_PANEL_COLUMNS: usize = 784;
 /// Rows of A packed at once (a multiple of every MR): `MC x kc` of A stays in L2.
 const MC: usize = 96;
+
+/// The `MR` rows of A that one micro-kernel call multiplies, over a depth block of `kc`.
+#[derive(Clone, Copy)]
+enum Lhs<'a, E> {
+    /// Packed by `pack_a`: `MR` values per depth step.
+    Packed(&'a [E]),
+    /// Read in place from a row-major A: row `i` is `data[i * row_stride..][..kc]`, for the
+    /// first `rows` rows (fewer than `MR` in the last panel; the kernel repeats the last row
+    /// and drops its results).
+    Rows {
+        data: &'a [E],
+        row_stride: usize,
+        rows: usize,
+    },
+}
+
+impl<'a, E> Lhs<'a, E> {
+    /// The packed panel, for kernels that only read packed panels (`blocked` hands them
+    /// nothing else: only the AVX2 f32 product reads A in place).
+    fn packed(self) -> &'a [E] {
+        match self {
+            Lhs::Packed(panel) => panel,
+            Lhs::Rows { .. } => unreachable!("this micro-kernel reads packed panels only"),
+        }
+    }
+}
 
 /// Panels of a transposed A (`dYᵀ`) packed together, one depth step after another: each step
 /// then writes to 8 panels instead of all of them (64 for a 384-row weight gradient), and the
@@ -139,8 +166,15 @@ pub fn gemm_source_generic<E: Float, S: PanelSource<E>>(
         packing::<E, S, 8>(b, columns),
         c,
         accumulate,
+        false,
         |kc, a, b, c, row, col, add| {
-            store_tile(&micro_kernel::<E, 4, 8, false>(kc, a, b), c, row, col, add)
+            store_tile(
+                &micro_kernel::<E, 4, 8, false>(kc, a.packed(), b),
+                c,
+                row,
+                col,
+                add,
+            )
         },
     )
 }
@@ -159,8 +193,15 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize, S: PanelSourc
         packing::<E, S, NR>(b, columns),
         c,
         accumulate,
+        false,
         |kc, a, b, c, row, col, add| {
-            store_tile(&micro_kernel::<E, MR, NR, true>(kc, a, b), c, row, col, add)
+            store_tile(
+                &micro_kernel::<E, MR, NR, true>(kc, a.packed(), b),
+                c,
+                row,
+                col,
+                add,
+            )
         },
     )
 }
@@ -241,6 +282,7 @@ unsafe fn f32_avx2<P: PackBlock<f32>>(
         b,
         c,
         accumulate,
+        true,
         // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
         |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
     )
@@ -260,9 +302,10 @@ unsafe fn f32_avx512<S: PanelSource<f32>>(
         packing::<f32, S, 32>(b, columns),
         c,
         accumulate,
+        false,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
         |kc, a, b, c, row, col, add| {
-            let tile = unsafe { avx512::kernel_8x32(kc, a, b) };
+            let tile = unsafe { avx512::kernel_8x32(kc, a.packed(), b) };
             store_tile(&tile, c, row, col, add)
         },
     )
@@ -409,9 +452,10 @@ pub fn gemm_prepacked_generic<E: Float>(
         Rhs::Packed(b),
         c,
         accumulate,
+        false,
         |kc, a, b, c, row, col, add| {
             store_tile(
-                &micro_kernel::<E, 4, PACKED_NR, true>(kc, a, b),
+                &micro_kernel::<E, 4, PACKED_NR, true>(kc, a.packed(), b),
                 c,
                 row,
                 col,
@@ -421,23 +465,32 @@ pub fn gemm_prepacked_generic<E: Float>(
     )
 }
 
-/// The blocked product, for `MR x NR` register tiles computed by `kernel`.
+/// The blocked product, for `MR x NR` register tiles computed by `kernel`. With
+/// `read_rows_in_place`, a row-major A is not packed: the kernel gets `Lhs::Rows`.
 #[inline(always)]
 fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     a: MatRef<'_, E>,
     b: Rhs<'_, E, P>,
     mut c: OutputView<'_, E>,
     accumulate: bool,
-    kernel: impl Fn(usize, &[E], &[E], &mut OutputView<'_, E>, usize, usize, bool),
+    read_rows_in_place: bool,
+    kernel: impl Fn(usize, Lhs<'_, E>, &[E], &mut OutputView<'_, E>, usize, usize, bool),
 ) where
     P: PackBlock<E>,
 {
     let (m, k, n) = (a.rows, a.cols, b.cols());
     let depth = panel_depth(k, n);
-    // All rows of A are packed once per depth block and reused by every block of columns:
-    // a convolution's weight (A) meets a very wide B, and repacking it per block of B cost
-    // more than the packing of B itself.
-    let a_len = m.div_ceil(MR) * MR * depth;
+    // A row-major A is read where it lies: its rows are contiguous along the depth already,
+    // and packing them was a twentieth of W7's training step.
+    let in_place = read_rows_in_place && a.col_stride == 1;
+    // Otherwise all rows of A are packed once per depth block and reused by every block of
+    // columns: a convolution's weight (A) meets a very wide B, and repacking it per block of
+    // B cost more than the packing of B itself.
+    let a_len = if in_place {
+        0
+    } else {
+        m.div_ceil(MR) * MR * depth
+    };
     let b_len = match b {
         Rhs::Packing { .. } => NC.min(n.div_ceil(NR) * NR) * depth,
         Rhs::Packed(_) => 0,
@@ -449,7 +502,9 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
             let kc = depth.min(k - pc);
             // The first depth block overwrites C unless the caller accumulates.
             let add = accumulate || pc > 0;
-            pack_a::<E, MR>(&a, 0, m, pc, kc, a_pack);
+            if !in_place {
+                pack_a::<E, MR>(&a, 0, m, pc, kc, a_pack);
+            }
             let mut jc = 0;
             while jc < n {
                 let nc = NC.min(n - jc);
@@ -463,11 +518,18 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
                 let mut ic = 0;
                 while ic < m {
                     let mc = MC.min(m - ic);
-                    let a_block = &a_pack[ic * kc..];
                     for jr in (0..nc).step_by(NR) {
                         let b_panel = &b_block[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
-                            let a_panel = &a_block[ir * kc..][..kc * MR];
+                            let a_panel = if in_place {
+                                Lhs::Rows {
+                                    data: &a.data[(ic + ir) * a.row_stride + pc..],
+                                    row_stride: a.row_stride,
+                                    rows: MR.min(m - ic - ir),
+                                }
+                            } else {
+                                Lhs::Packed(&a_pack[(ic + ir) * kc..][..kc * MR])
+                            };
                             // The tile's rows of C arrive while the kernel computes.
                             c.prefetch(ic + ir, jc + jr, MR, NR);
                             kernel(kc, a_panel, b_panel, &mut c, ic + ir, jc + jr, add);
@@ -486,6 +548,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::Lhs;
     use crate::kernels::matmul::{MatRef, OutputView};
     use crate::kernels::vector::dot;
 
@@ -665,28 +728,53 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16(
         kc: usize,
-        a: &[f32],
+        a: Lhs<'_, f32>,
         b: &[f32],
         c: &mut OutputView<'_, f32>,
         row: usize,
         col: usize,
         add: bool,
     ) {
-        let (a, b) = (&a[..kc * 6], &b[..kc * 16]);
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for (a, b) in a.chunks_exact(6).zip(b.chunks_exact(16)) {
-            // SAFETY: `b` holds exactly 16 floats, read as two unaligned vectors of 8.
-            let (b0, b1) = unsafe {
-                (
-                    _mm256_loadu_ps(b.as_ptr()),
-                    _mm256_loadu_ps(b.as_ptr().add(8)),
-                )
-            };
-            for i in 0..6 {
-                let ai = _mm256_set1_ps(a[i]);
-                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        let b = &b[..kc * 16];
+        // Where row `i` of A starts, and how far apart its depth steps are.
+        let (a_rows, a_step): ([*const f32; 6], usize) = match a {
+            Lhs::Packed(a) => {
+                let a = &a[..kc * 6];
+                (std::array::from_fn(|i| a[i..].as_ptr()), 6)
             }
+            Lhs::Rows {
+                data,
+                row_stride,
+                rows,
+            } => {
+                // Rows past A's last repeat it; `row_block` and `store_tile` drop them.
+                let row = |i: usize| data[i.min(rows - 1) * row_stride..][..kc].as_ptr();
+                (std::array::from_fn(row), 1)
+            }
+        };
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        // The two layouts get a loop each, so that the depth step is a constant.
+        macro_rules! depth_loop {
+            ($step:expr) => {
+                for p in 0..kc {
+                    // SAFETY: B holds 16 floats per depth step, and A's row `i` holds row `i`'s
+                    // `kc` values `$step` apart (both checked by the slicing above).
+                    unsafe {
+                        let b0 = _mm256_loadu_ps(b.as_ptr().add(p * 16));
+                        let b1 = _mm256_loadu_ps(b.as_ptr().add(p * 16 + 8));
+                        for i in 0..6 {
+                            let ai = _mm256_broadcast_ss(&*a_rows[i].add(p * $step));
+                            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+                        }
+                    }
+                }
+            };
+        }
+        if a_step == 6 {
+            depth_loop!(6);
+        } else {
+            depth_loop!(1);
         }
         if let Some((rows, valid)) = c.row_block::<6>(row, col, 16) {
             for (out, acc) in rows.into_iter().zip(acc).take(valid) {

@@ -654,6 +654,42 @@ mod tests {
     }
 
     #[test]
+    fn a_strided_row_major_a_is_read_in_place() {
+        // Rows of A 3x wider than the product (one head inside a `[T, 3D]` projection), a
+        // partial last panel (40 = 6 x 6 + 4 rows) and two depth blocks (k = 600).
+        for &(m, k, n) in &[(40, 96, 64), (40, 600, 40)] {
+            let stride = 3 * k;
+            let (a64, b64, a32, b32) = operands(m * stride, k * n, 5.0);
+            fn strided<E>(data: &[E], rows: usize, cols: usize, stride: usize) -> MatRef<'_, E> {
+                MatRef {
+                    data,
+                    rows,
+                    cols,
+                    row_stride: stride,
+                    col_stride: 1,
+                }
+            }
+            let expected = naive(
+                &strided(&a64[..], m, k, stride),
+                &view(&b64[..], k, n, false),
+            );
+            let mut c = vec![0.0f32; m * n];
+            matmul(
+                strided(&a32[..], m, k, stride),
+                view(&b32[..], k, n, false),
+                MatMut::row_major(&mut c, m, n),
+                false,
+            );
+            for (x, y) in c.iter().zip(&expected) {
+                assert!(
+                    (f64::from(*x) - y).abs() < 1e-4 * (k as f64).sqrt(),
+                    "m={m} k={k} n={n}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn prepacked_products_match_the_naive_product() {
         // Depth blocks (k > 512), partial panels, two blocks of columns with shallow panels
         // (n = 900), rows split over the cores (m x n x k above 2^20), an empty depth.
