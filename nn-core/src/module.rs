@@ -69,6 +69,11 @@ pub trait Module<E: Float>: Sized + Send + Sync {
     /// The number of trainable parameters.
     const PARAMS: usize;
 
+    /// Whether the module passes its input through unchanged (`y = x`, `dx = dy`): a residual
+    /// block then adds its input to the body's output itself instead of copying it through
+    /// the shortcut and back.
+    const IDENTITY: bool = false;
+
     /// PyTorch's default initialisation, drawn from `rng`.
     fn init(rng: &mut Rng) -> Self;
 

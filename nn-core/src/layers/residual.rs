@@ -20,6 +20,7 @@ impl<S: Shape, E: Float> Module<E> for Identity<S> {
     type Grads = ();
 
     const PARAMS: usize = 0;
+    const IDENTITY: bool = true;
 
     fn init(_rng: &mut Rng) -> Self {
         Self::default()
@@ -117,10 +118,12 @@ where
     }
 
     fn new_cache(&self, max_batch: usize) -> Self::Cache {
+        // An identity shortcut's output and input gradient are never stored.
+        let shortcut_batch = if Sc::IDENTITY { 0 } else { max_batch };
         ResidualCache {
             body_out: Tensor::zeros(max_batch),
-            shortcut_out: Tensor::zeros(max_batch),
-            shortcut_dx: Tensor::zeros(max_batch),
+            shortcut_out: Tensor::zeros(shortcut_batch),
+            shortcut_dx: Tensor::zeros(shortcut_batch),
             body: self.body.new_cache(max_batch),
             shortcut: self.shortcut.new_cache(max_batch),
         }
@@ -173,9 +176,7 @@ where
         cache: &mut Self::Cache,
     ) {
         self.body.forward(x, &mut cache.body_out, &mut cache.body);
-        self.shortcut
-            .forward(x, &mut cache.shortcut_out, &mut cache.shortcut);
-        add(&cache.body_out, &cache.shortcut_out, y);
+        Self::add_shortcut(x, y, cache, |x, out, c| self.shortcut.forward(x, out, c));
     }
 
     fn forward_train(
@@ -186,9 +187,8 @@ where
     ) {
         self.body
             .forward_train(x, &mut cache.body_out, &mut cache.body);
-        self.shortcut
-            .forward_train(x, &mut cache.shortcut_out, &mut cache.shortcut);
-        add(&cache.body_out, &cache.shortcut_out, y);
+        let shortcut = &mut self.shortcut;
+        Self::add_shortcut(x, y, cache, |x, out, c| shortcut.forward_train(x, out, c));
     }
 
     fn backward(
@@ -201,14 +201,16 @@ where
         grads: &mut Self::Grads,
     ) {
         let wants_dx = dx.is_some();
-        self.shortcut.backward(
-            x,
-            &cache.shortcut_out,
-            dy,
-            wants_dx.then_some(&mut cache.shortcut_dx),
-            &mut cache.shortcut,
-            &mut grads.shortcut,
-        );
+        if !Sc::IDENTITY {
+            self.shortcut.backward(
+                x,
+                &cache.shortcut_out,
+                dy,
+                wants_dx.then_some(&mut cache.shortcut_dx),
+                &mut cache.shortcut,
+                &mut grads.shortcut,
+            );
+        }
         match dx {
             Some(dx) => {
                 self.body.backward(
@@ -219,13 +221,13 @@ where
                     &mut cache.body,
                     &mut grads.body,
                 );
-                for (d, s) in dx
-                    .as_mut_slice()
-                    .iter_mut()
-                    .zip(cache.shortcut_dx.as_slice())
-                {
-                    *d += *s;
-                }
+                // dx += the shortcut's input gradient (dy itself through an identity).
+                let shortcut_dx = if Sc::IDENTITY {
+                    dy.as_slice()
+                } else {
+                    cache.shortcut_dx.as_slice()
+                };
+                add_into(dx.as_mut_slice(), shortcut_dx);
             }
             None => self.body.backward(
                 x,
@@ -272,15 +274,44 @@ where
 }
 
 /// `y = a + b`, taking `a`'s batch.
-fn add<S: Shape, E: Float>(a: &Tensor<S, E>, b: &Tensor<S, E>, y: &mut Tensor<S, E>) {
-    y.set_batch(a.batch());
-    for ((y, a), b) in y
-        .as_mut_slice()
-        .iter_mut()
-        .zip(a.as_slice())
-        .zip(b.as_slice())
+impl<B, Sc> Residual<B, Sc> {
+    /// `y = body(x) + shortcut(x)`, with the body's output already in the cache and
+    /// `shortcut` running the shortcut's forward. An identity shortcut is not run: `x` itself
+    /// is added, with no copy through the shortcut.
+    fn add_shortcut<E>(
+        x: &Tensor<B::Input, E>,
+        y: &mut Tensor<B::Output, E>,
+        cache: &mut ResidualCache<E, B, Sc>,
+        shortcut: impl FnOnce(&Tensor<B::Input, E>, &mut Tensor<B::Output, E>, &mut Sc::Cache),
+    ) where
+        E: Float,
+        B: Module<E>,
+        Sc: Module<E, Input = B::Input, Output = B::Output>,
     {
+        y.set_batch(x.batch());
+        let shortcut_out = if Sc::IDENTITY {
+            x.as_slice()
+        } else {
+            shortcut(x, &mut cache.shortcut_out, &mut cache.shortcut);
+            cache.shortcut_out.as_slice()
+        };
+        add(cache.body_out.as_slice(), shortcut_out, y.as_mut_slice());
+    }
+}
+
+/// `y = a + b`, element by element.
+fn add<E: Float>(a: &[E], b: &[E], y: &mut [E]) {
+    assert!(a.len() == b.len() && y.len() == a.len());
+    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
         *y = *a + *b;
+    }
+}
+
+/// `y += a`, element by element.
+fn add_into<E: Float>(y: &mut [E], a: &[E]) {
+    assert_eq!(y.len(), a.len());
+    for (y, a) in y.iter_mut().zip(a) {
+        *y += *a;
     }
 }
 
