@@ -1,6 +1,7 @@
 //! Fully connected layer.
 
 use crate::init::{fan_in_uniform, Rng};
+use crate::kernels::vector::copy;
 use crate::kernels::{matmul, MatMut, MatRef};
 use crate::module::Module;
 use crate::{Float, Rank1, Tensor};
@@ -50,7 +51,7 @@ pub(crate) fn linear_rows<E: Float>(
 ) {
     let y = &mut y[..rows * outputs];
     for row in y.chunks_exact_mut(outputs.max(1)) {
-        row.copy_from_slice(bias);
+        copy(row, bias);
     }
     matmul(
         MatRef::row_major(x, rows, inputs),
