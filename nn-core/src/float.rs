@@ -4,7 +4,7 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
-use crate::kernels::gemm::{PackedRhs, PanelSource};
+use crate::kernels::gemm::{PackedRhs, PanelSource, Triangle};
 use crate::kernels::matmul::OutputView;
 use crate::kernels::MatRef;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -62,6 +62,7 @@ pub trait Float:
         b: MatRef<'_, Self>,
         c: OutputView<'_, Self>,
         accumulate: bool,
+        triangle: Triangle,
     );
     /// The packed matrix product with B packed beforehand (see `kernels::gemm::PackedRhs`).
     fn prepacked_gemm(
@@ -144,8 +145,8 @@ macro_rules! impl_float {
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
-            fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: OutputView<'_, Self>, accumulate: bool) {
-                $gemm(a, b, c, accumulate)
+            fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: OutputView<'_, Self>, accumulate: bool, triangle: Triangle) {
+                $gemm(a, b, c, accumulate, triangle)
             }
             fn prepacked_gemm(a: MatRef<'_, Self>, b: &PackedRhs<Self>, c: OutputView<'_, Self>, accumulate: bool) {
                 $prepacked(a, b, c, accumulate)

@@ -51,6 +51,23 @@ impl<'a, E> Lhs<'a, E> {
     }
 }
 
+/// Work that a product with a triangular operand or result may skip (causal attention). A
+/// hint only: the product is the same with or without it, because a skipped term is a
+/// multiple of an entry of A that is 0, or an entry of C that the caller does not read.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Triangle {
+    /// Every tile, over the whole depth.
+    #[default]
+    Full,
+    /// Only `C[i, j]` with `j <= i` is wanted: tiles wholly above the diagonal are not
+    /// computed, and C keeps whatever it held there (`S = Q Kᵀ` under a causal mask).
+    LowerC,
+    /// `A[i, p] = 0` for `p > i`: row `i`'s sum stops at depth `i` (`O = P V`).
+    LowerA,
+    /// `A[i, p] = 0` for `p < i`: row `i`'s sum starts at depth `i` (`dV = Pᵀ dO`).
+    UpperA,
+}
+
 /// Panels of a transposed A (`dYᵀ`) packed together, one depth step after another: each step
 /// then writes to 8 panels instead of all of them (64 for a 384-row weight gradient), and the
 /// source is still read once. W7's weight gradients: 0.77-0.81 -> 0.66-0.70 ms for the
@@ -132,8 +149,9 @@ pub fn gemm_generic<E: Float>(
     b: MatRef<'_, E>,
     c: OutputView<'_, E>,
     accumulate: bool,
+    triangle: Triangle,
 ) {
-    gemm_source_generic(a, &b, 0..b.cols, c, accumulate)
+    generic(a, &b, 0..b.cols, c, accumulate, triangle)
 }
 
 /// `C = A · B[:, columns]` (or `C +=`) for a B that packs itself, for any element type.
@@ -144,6 +162,18 @@ pub fn gemm_source_generic<E: Float, S: PanelSource<E>>(
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {
+    generic(a, b, columns, c, accumulate, Triangle::Full)
+}
+
+/// `gemm_source_generic` for a product with a triangular structure.
+fn generic<E: Float, S: PanelSource<E>>(
+    a: MatRef<'_, E>,
+    b: &S,
+    columns: Range<usize>,
+    c: OutputView<'_, E>,
+    accumulate: bool,
+    triangle: Triangle,
+) {
     let wide = std::mem::size_of::<E>() == 4;
     #[cfg(target_arch = "x86_64")]
     {
@@ -153,9 +183,9 @@ pub fn gemm_source_generic<E: Float, S: PanelSource<E>>(
             // `#[target_feature]` function requires of its caller.
             unsafe {
                 if wide {
-                    generic_avx2::<E, 6, 16, S>(a, b, columns, c, accumulate)
+                    generic_avx2::<E, 6, 16, S>(a, b, columns, c, accumulate, triangle)
                 } else {
-                    generic_avx2::<E, 6, 8, S>(a, b, columns, c, accumulate)
+                    generic_avx2::<E, 6, 8, S>(a, b, columns, c, accumulate, triangle)
                 }
             };
             return;
@@ -167,6 +197,7 @@ pub fn gemm_source_generic<E: Float, S: PanelSource<E>>(
         c,
         accumulate,
         false,
+        triangle,
         |kc, a, b, c, row, col, add| {
             store_tile(
                 &micro_kernel::<E, 4, 8, false>(kc, a.packed(), b),
@@ -187,6 +218,7 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize, S: PanelSourc
     columns: Range<usize>,
     c: OutputView<'_, E>,
     accumulate: bool,
+    triangle: Triangle,
 ) {
     blocked::<E, MR, NR, _>(
         a,
@@ -194,6 +226,7 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize, S: PanelSourc
         c,
         accumulate,
         false,
+        triangle,
         |kc, a, b, c, row, col, add| {
             store_tile(
                 &micro_kernel::<E, MR, NR, true>(kc, a.packed(), b),
@@ -207,7 +240,13 @@ unsafe fn generic_avx2<E: Float, const MR: usize, const NR: usize, S: PanelSourc
 }
 
 /// `C = A · B` (or `C += A · B`) in f32: an AVX-512 micro-kernel where the CPU has one.
-pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, accumulate: bool) {
+pub fn gemm_f32(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: OutputView<'_, f32>,
+    accumulate: bool,
+    triangle: Triangle,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         // Reading the operands in place beats packing them for small products; for large ones
@@ -222,7 +261,7 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (detected just above).
-            unsafe { f32_avx512(a, &b, 0..b.cols, c, accumulate) };
+            unsafe { f32_avx512(a, &b, 0..b.cols, c, accumulate, triangle) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -236,11 +275,11 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: OutputView<'_, f32>, 
                 },
             };
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe { f32_avx2(a, rhs, c, accumulate) };
+            unsafe { f32_avx2(a, rhs, c, accumulate, triangle) };
             return;
         }
     }
-    gemm_generic(a, b, c, accumulate)
+    gemm_generic(a, b, c, accumulate, triangle)
 }
 
 /// `C = A · B[:, columns]` (or `C +=`) in f32 for a B that packs itself.
@@ -255,13 +294,14 @@ pub fn gemm_source_f32<S: PanelSource<f32>>(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (detected just above).
-            unsafe { f32_avx512(a, b, columns, c, accumulate) };
+            unsafe { f32_avx512(a, b, columns, c, accumulate, Triangle::Full) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
+            let b = packing::<f32, S, 16>(b, columns);
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
-            unsafe { f32_avx2(a, packing::<f32, S, 16>(b, columns), c, accumulate) };
+            unsafe { f32_avx2(a, b, c, accumulate, Triangle::Full) };
             return;
         }
     }
@@ -276,6 +316,7 @@ unsafe fn f32_avx2<P: PackBlock<f32>>(
     b: Rhs<'_, f32, P>,
     c: OutputView<'_, f32>,
     accumulate: bool,
+    triangle: Triangle,
 ) {
     blocked::<f32, 6, 16, P>(
         a,
@@ -283,6 +324,7 @@ unsafe fn f32_avx2<P: PackBlock<f32>>(
         c,
         accumulate,
         true,
+        triangle,
         // SAFETY: this closure only runs inside `f32_avx2`, whose caller checked AVX2 and FMA.
         |kc, a, b, c, row, col, add| unsafe { avx2::kernel_6x16(kc, a, b, c, row, col, add) },
     )
@@ -296,6 +338,7 @@ unsafe fn f32_avx512<S: PanelSource<f32>>(
     columns: Range<usize>,
     c: OutputView<'_, f32>,
     accumulate: bool,
+    triangle: Triangle,
 ) {
     blocked::<f32, 8, 32, _>(
         a,
@@ -303,6 +346,7 @@ unsafe fn f32_avx512<S: PanelSource<f32>>(
         c,
         accumulate,
         false,
+        triangle,
         // SAFETY: this closure only runs inside `f32_avx512`, whose caller checked AVX-512F.
         |kc, a, b, c, row, col, add| {
             let tile = unsafe { avx512::kernel_8x32(kc, a.packed(), b) };
@@ -432,7 +476,7 @@ pub fn gemm_prepacked_f32(
         {
             // SAFETY: the CPU supports AVX2 and FMA (detected just above).
             type Unused = fn(usize, usize, usize, usize, &mut [f32]);
-            unsafe { f32_avx2::<Unused>(a, Rhs::Packed(b), c, accumulate) };
+            unsafe { f32_avx2::<Unused>(a, Rhs::Packed(b), c, accumulate, Triangle::Full) };
             return;
         }
     }
@@ -453,6 +497,7 @@ pub fn gemm_prepacked_generic<E: Float>(
         c,
         accumulate,
         false,
+        Triangle::Full,
         |kc, a, b, c, row, col, add| {
             store_tile(
                 &micro_kernel::<E, 4, PACKED_NR, true>(kc, a.packed(), b),
@@ -465,6 +510,25 @@ pub fn gemm_prepacked_generic<E: Float>(
     )
 }
 
+/// The depth steps, within the block `pc..pc + kc`, that the tile of `rows` rows from `row`
+/// and the columns from `col` needs (relative to `pc`), or `None` if `triangle` skips it.
+fn tile_depth(
+    triangle: Triangle,
+    row: usize,
+    rows: usize,
+    col: usize,
+    pc: usize,
+    kc: usize,
+) -> Option<Range<usize>> {
+    let last_row = row + rows - 1;
+    match triangle {
+        Triangle::Full => Some(0..kc),
+        Triangle::LowerC => (col <= last_row).then_some(0..kc),
+        Triangle::LowerA => Some(0..(last_row + 1).saturating_sub(pc).min(kc)),
+        Triangle::UpperA => Some(row.saturating_sub(pc).min(kc)..kc),
+    }
+}
+
 /// The blocked product, for `MR x NR` register tiles computed by `kernel`. With
 /// `read_rows_in_place`, a row-major A is not packed: the kernel gets `Lhs::Rows`.
 #[inline(always)]
@@ -474,6 +538,7 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
     mut c: OutputView<'_, E>,
     accumulate: bool,
     read_rows_in_place: bool,
+    triangle: Triangle,
     kernel: impl Fn(usize, Lhs<'_, E>, &[E], &mut OutputView<'_, E>, usize, usize, bool),
 ) where
     P: PackBlock<E>,
@@ -521,18 +586,31 @@ fn blocked<E: Float, const MR: usize, const NR: usize, P>(
                     for jr in (0..nc).step_by(NR) {
                         let b_panel = &b_block[jr * kc..][..kc * NR];
                         for ir in (0..mc).step_by(MR) {
+                            let (row, col) = (ic + ir, jc + jr);
+                            let Some(depth) =
+                                tile_depth(triangle, row, MR.min(m - row), col, pc, kc)
+                            else {
+                                continue;
+                            };
+                            // A tile with no depth left still clears C in the first block.
+                            if depth.is_empty() && add {
+                                continue;
+                            }
                             let a_panel = if in_place {
                                 Lhs::Rows {
-                                    data: &a.data[(ic + ir) * a.row_stride + pc..],
+                                    data: &a.data[row * a.row_stride + pc + depth.start..],
                                     row_stride: a.row_stride,
-                                    rows: MR.min(m - ic - ir),
+                                    rows: MR.min(m - row),
                                 }
                             } else {
-                                Lhs::Packed(&a_pack[(ic + ir) * kc..][..kc * MR])
+                                Lhs::Packed(
+                                    &a_pack[row * kc + depth.start * MR..][..depth.len() * MR],
+                                )
                             };
+                            let b_panel = &b_panel[depth.start * NR..depth.end * NR];
                             // The tile's rows of C arrive while the kernel computes.
-                            c.prefetch(ic + ir, jc + jr, MR, NR);
-                            kernel(kc, a_panel, b_panel, &mut c, ic + ir, jc + jr, add);
+                            c.prefetch(row, col, MR, NR);
+                            kernel(depth.len(), a_panel, b_panel, &mut c, row, col, add);
                         }
                     }
                     ic += mc;
@@ -739,8 +817,9 @@ mod avx2 {
         // Where row `i` of A starts, and how far apart its depth steps are.
         let (a_rows, a_step): ([*const f32; 6], usize) = match a {
             Lhs::Packed(a) => {
-                let a = &a[..kc * 6];
-                (std::array::from_fn(|i| a[i..].as_ptr()), 6)
+                // (With no depth, `a` is empty and the pointers are never read.)
+                let a = a[..kc * 6].as_ptr();
+                (std::array::from_fn(|i| a.wrapping_add(i)), 6)
             }
             Lhs::Rows {
                 data,

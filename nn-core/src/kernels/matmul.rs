@@ -8,7 +8,7 @@
 
 use std::marker::PhantomData;
 
-use crate::kernels::gemm::{reads_in_place, PackedRhs, PanelSource};
+use crate::kernels::gemm::{reads_in_place, PackedRhs, PanelSource, Triangle};
 use crate::kernels::parallel::{join, second_core_idle};
 use crate::kernels::vector::dot;
 use crate::Float;
@@ -268,6 +268,19 @@ impl<'a, E> MatMut<'a, E> {
 /// Panics if the views' dimensions disagree or a view reaches past its slice: callers are the
 /// layers, whose shapes are fixed by their types, so a mismatch is a bug in this crate.
 pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
+    matmul_triangular(a, b, c, accumulate, Triangle::Full)
+}
+
+/// [`matmul`] for a product with a triangular operand or result (see [`Triangle`]), which
+/// skips the work that the triangle makes zero or unread. Such a product runs on one core:
+/// the triangle is stated for whole rows and columns, which a split would shift.
+pub fn matmul_triangular<E: Float>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    accumulate: bool,
+    triangle: Triangle,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && c.rows == m && c.cols == n,
@@ -300,6 +313,10 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
         small_matmul(a, b, c, accumulate);
         return;
     }
+    if triangle != Triangle::Full {
+        E::packed_gemm(a, b, OutputView::new(c), accumulate, triangle);
+        return;
+    }
     match split(m, k, n, in_place, true) {
         Split::Depth(half) => by_depth_halves(a, b, c, half, accumulate),
         Split::Columns(half) => {
@@ -311,14 +328,14 @@ pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, ac
                 ..b
             };
             join(
-                || E::packed_gemm(a, b_left, left, accumulate),
-                || E::packed_gemm(a, b_right, right, accumulate),
+                || E::packed_gemm(a, b_left, left, accumulate, Triangle::Full),
+                || E::packed_gemm(a, b_right, right, accumulate, Triangle::Full),
             );
         }
         Split::Rows => by_row_halves(a, OutputView::new(c), |a, c| {
-            E::packed_gemm(a, b, c, accumulate)
+            E::packed_gemm(a, b, c, accumulate, Triangle::Full)
         }),
-        Split::Whole => E::packed_gemm(a, b, OutputView::new(c), accumulate),
+        Split::Whole => E::packed_gemm(a, b, OutputView::new(c), accumulate, Triangle::Full),
     }
 }
 
@@ -387,11 +404,17 @@ fn by_depth_halves<E: Float>(
                     data: &mut *c.data,
                     ..c
                 };
-                E::packed_gemm(a_front, b_front, OutputView::new(front), accumulate)
+                E::packed_gemm(
+                    a_front,
+                    b_front,
+                    OutputView::new(front),
+                    accumulate,
+                    Triangle::Full,
+                )
             },
             || {
                 let back = OutputView::new(MatMut::row_major(partial, m, n));
-                E::packed_gemm(a_back, b_back, back, false)
+                E::packed_gemm(a_back, b_back, back, false, Triangle::Full)
             },
         );
         for (i, partial_row) in partial.chunks_exact(n).enumerate() {
@@ -685,6 +708,74 @@ mod tests {
                     (f64::from(*x) - y).abs() < 1e-4 * (k as f64).sqrt(),
                     "m={m} k={k} n={n}: {x} vs {y}"
                 );
+            }
+        }
+    }
+
+    /// `A` of `m x k` with the zeros that `triangle` promises.
+    fn triangular_a(m: usize, k: usize, triangle: Triangle, seed: f64) -> Vec<f64> {
+        let mut a = values(m * k, seed);
+        for i in 0..m {
+            for p in 0..k {
+                let zero = match triangle {
+                    Triangle::LowerA => p > i,
+                    Triangle::UpperA => p < i,
+                    Triangle::Full | Triangle::LowerC => false,
+                };
+                if zero {
+                    a[i * k + p] = 0.0;
+                }
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn triangular_products_match_the_full_product_where_it_is_read() {
+        // Square and not, partial panels, and depths over two blocks (k = 600, in f32 and
+        // f64); A row-major (read in place in f32) and transposed (packed).
+        for &(m, k, n) in &[(64, 64, 32), (70, 70, 40), (40, 600, 50), (600, 40, 600)] {
+            for triangle in [Triangle::LowerC, Triangle::LowerA, Triangle::UpperA] {
+                for transposed in [false, true] {
+                    let a64 = triangular_a(m, k, triangle, 2.0);
+                    let a_t: Vec<f64> = (0..m * k).map(|x| a64[(x % m) * k + x / m]).collect();
+                    let a_data = if transposed { a_t } else { a64.clone() };
+                    let b64 = values(k * n, 3.0);
+                    let expected =
+                        naive(&view(&a64[..], m, k, false), &view(&b64[..], k, n, false));
+                    let read = |i: usize, j: usize| triangle != Triangle::LowerC || j <= i;
+                    let mut c = vec![7.0f64; m * n];
+                    matmul_triangular(
+                        view(&a_data[..], m, k, transposed),
+                        view(&b64[..], k, n, false),
+                        MatMut::row_major(&mut c, m, n),
+                        false,
+                        triangle,
+                    );
+                    let narrow = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+                    let (a32, b32) = (narrow(&a_data), narrow(&b64));
+                    let mut c32 = vec![7.0f32; m * n];
+                    matmul_triangular(
+                        view(&a32[..], m, k, transposed),
+                        view(&b32[..], k, n, false),
+                        MatMut::row_major(&mut c32, m, n),
+                        false,
+                        triangle,
+                    );
+                    for i in 0..m {
+                        for j in (0..n).filter(|&j| read(i, j)) {
+                            let (e, x, y) = (expected[i * n + j], c[i * n + j], c32[i * n + j]);
+                            let what = format!(
+                                "{triangle:?} m={m} k={k} n={n} transposed={transposed} ({i}, {j})"
+                            );
+                            assert!((x - e).abs() < 1e-9, "f64 {what}: {x} vs {e}");
+                            assert!(
+                                (f64::from(y) - e).abs() < 1e-4 * (k as f64).sqrt(),
+                                "f32 {what}: {y} vs {e}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

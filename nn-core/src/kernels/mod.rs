@@ -10,6 +10,6 @@ pub mod special;
 pub mod vector;
 pub mod winograd;
 
-pub use gemm::PackedRhs;
+pub use gemm::{PackedRhs, Triangle};
 pub use im2col::{col2im, im2col, ConvGeometry, ImageColumns};
-pub use matmul::{matmul, matmul_prepacked, matmul_source, MatMut, MatRef};
+pub use matmul::{matmul, matmul_prepacked, matmul_source, matmul_triangular, MatMut, MatRef};

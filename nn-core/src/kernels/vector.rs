@@ -124,6 +124,26 @@ pub fn axpy<E: Float>(alpha: E, x: &[E], y: &mut [E]) {
     }
 }
 
+/// The largest of `x` (NaNs are skipped, as by `f32::max`, unless all are NaN); `E::ZERO`
+/// for an empty slice. Independent lanes, like `sum`: a fold carries one long chain of
+/// dependent comparisons (half of an attention softmax's time at 64 keys). Maxima combine in
+/// any order to the same value, so the result is exactly the fold's.
+#[inline(always)]
+pub fn max<E: Float>(x: &[E]) -> E {
+    let Some(&first) = x.first() else {
+        return E::ZERO;
+    };
+    let mut acc = [first; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(first, |m, v| m.max(*v));
+    acc.iter().fold(tail, |m, v| m.max(*v))
+}
+
 /// `sum_i x[i]`, with the same independent accumulators as `dot`.
 #[inline(always)]
 pub fn sum<E: Float>(x: &[E]) -> E {
