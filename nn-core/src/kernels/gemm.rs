@@ -856,18 +856,29 @@ mod avx2 {
             depth_loop!(1);
         }
         if let Some((rows, valid)) = c.row_block::<6>(row, col, 16) {
+            // What the tile is added to: C itself, or the bias (zero without one).
+            let bias = if add { None } else { c.bias(col, 16) };
+            let bias = bias.map_or([_mm256_setzero_ps(); 2], |bias| {
+                // SAFETY: `bias` holds exactly 16 floats, read as two unaligned vectors of 8.
+                unsafe {
+                    [
+                        _mm256_loadu_ps(bias.as_ptr()),
+                        _mm256_loadu_ps(bias.as_ptr().add(8)),
+                    ]
+                }
+            });
             for (out, acc) in rows.into_iter().zip(acc).take(valid) {
                 // SAFETY: `row_block` checked that these `valid` rows of 16 contiguous floats
                 // lie in C, and nothing else touches C while the pointers are used.
                 unsafe {
                     let (lo, hi) = (out, out.add(8));
-                    if add {
-                        _mm256_storeu_ps(lo, _mm256_add_ps(_mm256_loadu_ps(lo), acc[0]));
-                        _mm256_storeu_ps(hi, _mm256_add_ps(_mm256_loadu_ps(hi), acc[1]));
+                    let (base_lo, base_hi) = if add {
+                        (_mm256_loadu_ps(lo), _mm256_loadu_ps(hi))
                     } else {
-                        _mm256_storeu_ps(lo, acc[0]);
-                        _mm256_storeu_ps(hi, acc[1]);
-                    }
+                        (bias[0], bias[1])
+                    };
+                    _mm256_storeu_ps(lo, _mm256_add_ps(base_lo, acc[0]));
+                    _mm256_storeu_ps(hi, _mm256_add_ps(base_hi, acc[1]));
                 }
             }
             return;
@@ -958,11 +969,16 @@ fn store_tile<E: Float, const MR: usize, const NR: usize>(
 ) {
     let rows = MR.min(c.rows() - row);
     let cols = NR.min(c.cols() - col);
+    let bias = if add { None } else { c.bias(col, cols) };
     for (i, tile_row) in tile.iter().enumerate().take(rows) {
         if let Some(out) = c.row_segment(row + i, col, cols) {
             if add {
                 for (o, v) in out.iter_mut().zip(tile_row) {
                     *o += *v;
+                }
+            } else if let Some(bias) = bias {
+                for ((o, v), b) in out.iter_mut().zip(tile_row).zip(bias) {
+                    *o = *v + *b;
                 }
             } else {
                 out.copy_from_slice(&tile_row[..cols]);

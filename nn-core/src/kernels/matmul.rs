@@ -50,12 +50,16 @@ pub struct OutputView<'a, E> {
     cols: usize,
     row_stride: usize,
     col_stride: usize,
+    /// A row added to every row of C where a product writes it without accumulating (a linear
+    /// layer's bias, added as the tiles are stored instead of by a pass of its own).
+    bias: Option<&'a [E]>,
     borrow: PhantomData<&'a mut [E]>,
 }
 
 // SAFETY: a view is an exclusive borrow of the elements it covers (see the type's doc), like a
-// `&mut [E]`, so sending it to another thread is sound when `E` is `Send`.
-unsafe impl<E: Send> Send for OutputView<'_, E> {}
+// `&mut [E]`, and a shared borrow of its bias row, so sending it to another thread is sound
+// when `E` is `Send` and `Sync`.
+unsafe impl<E: Send + Sync> Send for OutputView<'_, E> {}
 
 impl<'a, E: Copy> OutputView<'a, E> {
     /// Takes over `c`. Panics if the view reaches past its slice or if two of its positions
@@ -76,8 +80,24 @@ impl<'a, E: Copy> OutputView<'a, E> {
             cols: c.cols,
             row_stride: c.row_stride,
             col_stride: c.col_stride,
+            bias: None,
             borrow: PhantomData,
         }
+    }
+
+    /// The same view with `bias` (one value per column, or none) added to each row that a
+    /// product stores without accumulating.
+    pub fn with_bias(self, bias: Option<&'a [E]>) -> Self {
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), self.cols, "matmul: a bias of the wrong width");
+        }
+        Self { bias, ..self }
+    }
+
+    /// The bias of columns `j..j + len`, if the view has one.
+    #[inline(always)]
+    pub fn bias(&self, j: usize, len: usize) -> Option<&'a [E]> {
+        self.bias.map(|bias| &bias[j..j + len])
     }
 
     pub fn rows(&self) -> usize {
@@ -100,11 +120,20 @@ impl<'a, E: Copy> OutputView<'a, E> {
                 0
             })
         };
+        let (bias_left, bias_right) = match self.bias {
+            Some(bias) => (Some(&bias[..at]), Some(&bias[at..])),
+            None => (None, None),
+        };
         (
-            Self { cols: at, ..self },
+            Self {
+                cols: at,
+                bias: bias_left,
+                ..self
+            },
             Self {
                 ptr: right,
                 cols: self.cols - at,
+                bias: bias_right,
                 ..self
             },
         )
@@ -188,18 +217,22 @@ impl<'a, E: Copy> OutputView<'a, E> {
         let _ = (i, j, rows, len);
     }
 
-    /// Sets element `(i, j)` to `value`, or adds `value` to it.
+    /// Sets element `(i, j)` to `value` (plus the bias of column `j`), or adds `value` to it.
     #[inline(always)]
     pub fn store(&mut self, i: usize, j: usize, value: E, add: bool)
     where
         E: std::ops::Add<Output = E>,
     {
         assert!(i < self.rows && j < self.cols);
+        let first = match self.bias {
+            Some(bias) => value + bias[j],
+            None => value,
+        };
         // SAFETY: `(i, j)` is inside the view (asserted), the view fits its buffer (checked in
         // `new`, and splits only shrink it) and no other view covers this element.
         unsafe {
             let out = self.ptr.add(i * self.row_stride + j * self.col_stride);
-            *out = if add { *out + value } else { value };
+            *out = if add { *out + value } else { first };
         }
     }
 }
@@ -268,7 +301,13 @@ impl<'a, E> MatMut<'a, E> {
 /// Panics if the views' dimensions disagree or a view reaches past its slice: callers are the
 /// layers, whose shapes are fixed by their types, so a mismatch is a bug in this crate.
 pub fn matmul<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, accumulate: bool) {
-    matmul_triangular(a, b, c, accumulate, Triangle::Full)
+    product(a, b, c, None, accumulate, Triangle::Full)
+}
+
+/// `C = A · B + 1 biasᵀ`: `bias` (one value per column) added to every row, as the product
+/// stores its tiles (a linear layer's `X Wᵀ + b`, without a pass that first fills C with `b`).
+pub fn matmul_bias<E: Float>(a: MatRef<'_, E>, b: MatRef<'_, E>, c: MatMut<'_, E>, bias: &[E]) {
+    product(a, b, c, Some(bias), false, Triangle::Full)
 }
 
 /// [`matmul`] for a product with a triangular operand or result (see [`Triangle`]), which
@@ -278,6 +317,19 @@ pub fn matmul_triangular<E: Float>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
     c: MatMut<'_, E>,
+    accumulate: bool,
+    triangle: Triangle,
+) {
+    product(a, b, c, None, accumulate, triangle)
+}
+
+/// `C = A · B` (`+ 1 biasᵀ` with a bias, `+ C` when accumulating; not both), skipping what
+/// `triangle` allows.
+fn product<E: Float>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: MatMut<'_, E>,
+    bias: Option<&[E]>,
     accumulate: bool,
     triangle: Triangle,
 ) {
@@ -293,34 +345,48 @@ pub fn matmul_triangular<E: Float>(
         a.fits() && b.fits() && c.fits(),
         "matmul: a view reaches past its buffer"
     );
+    if let Some(bias) = bias {
+        assert!(
+            bias.len() == n && !accumulate,
+            "matmul: a bias of {} values for {n} columns (or with accumulate)",
+            bias.len()
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        if !accumulate {
+    let work = m * n * k;
+    // Products in dot-product form (`X · Wᵀ`) that `gemm.rs` reads in place, without packing.
+    let in_place = E::DOT_TILES && reads_in_place(&a, &b);
+    if k == 0 || (work <= SMALL_PRODUCT && !in_place) {
+        // The simple loops take the bias the plain way: C filled with it, then accumulated.
+        if let Some(bias) = bias {
+            for i in 0..m {
+                for (j, value) in bias.iter().enumerate() {
+                    c.data[i * c.row_stride + j * c.col_stride] = *value;
+                }
+            }
+        } else if !accumulate && k == 0 {
             for i in 0..m {
                 for j in 0..n {
                     c.data[i * c.row_stride + j * c.col_stride] = E::ZERO;
                 }
             }
         }
+        if k > 0 {
+            small_matmul(a, b, c, accumulate || bias.is_some());
+        }
         return;
     }
-    let work = m * n * k;
-    // Products in dot-product form (`X · Wᵀ`) that `gemm.rs` reads in place, without packing.
-    let in_place = E::DOT_TILES && reads_in_place(&a, &b);
-    if work <= SMALL_PRODUCT && !in_place {
-        small_matmul(a, b, c, accumulate);
-        return;
-    }
+    let output = |c| OutputView::new(c).with_bias(bias);
     if triangle != Triangle::Full {
-        E::packed_gemm(a, b, OutputView::new(c), accumulate, triangle);
+        E::packed_gemm(a, b, output(c), accumulate, triangle);
         return;
     }
     match split(m, k, n, in_place, true) {
-        Split::Depth(half) => by_depth_halves(a, b, c, half, accumulate),
+        Split::Depth(half) => by_depth_halves(a, b, c, bias, half, accumulate),
         Split::Columns(half) => {
-            let (left, right) = OutputView::new(c).split_columns(half);
+            let (left, right) = output(c).split_columns(half);
             let b_left = MatRef { cols: half, ..b };
             let b_right = MatRef {
                 data: &b.data[half * b.col_stride..],
@@ -332,10 +398,10 @@ pub fn matmul_triangular<E: Float>(
                 || E::packed_gemm(a, b_right, right, accumulate, Triangle::Full),
             );
         }
-        Split::Rows => by_row_halves(a, OutputView::new(c), |a, c| {
+        Split::Rows => by_row_halves(a, output(c), |a, c| {
             E::packed_gemm(a, b, c, accumulate, Triangle::Full)
         }),
-        Split::Whole => E::packed_gemm(a, b, OutputView::new(c), accumulate, Triangle::Full),
+        Split::Whole => E::packed_gemm(a, b, output(c), accumulate, Triangle::Full),
     }
 }
 
@@ -374,12 +440,13 @@ fn split(m: usize, k: usize, n: usize, in_place: bool, by_depth: bool) -> Split 
     }
 }
 
-/// `C (+)= A[:, ..half] · B[..half, :]` on this core and `A[:, half..] · B[half.., :]` into a
-/// buffer on the other, added to C once both are done.
+/// `C (+)= A[:, ..half] · B[..half, :]` (plus the bias, if any) on this core and
+/// `A[:, half..] · B[half.., :]` into a buffer on the other, added to C once both are done.
 fn by_depth_halves<E: Float>(
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
     c: MatMut<'_, E>,
+    bias: Option<&[E]>,
     half: usize,
     accumulate: bool,
 ) {
@@ -407,7 +474,7 @@ fn by_depth_halves<E: Float>(
                 E::packed_gemm(
                     a_front,
                     b_front,
-                    OutputView::new(front),
+                    OutputView::new(front).with_bias(bias),
                     accumulate,
                     Triangle::Full,
                 )
@@ -781,6 +848,54 @@ mod tests {
     }
 
     #[test]
+    fn a_bias_is_added_to_every_row_on_every_path() {
+        // No depth, the simple loops, dot tiles (few rows), packed whole, split by columns,
+        // by rows and by depth, and partial panels; in f64 and f32 (A · Bᵀ, a linear layer).
+        for &(m, k, n) in &[
+            (3, 0, 4),
+            (3, 5, 4),
+            (2, 700, 300),
+            (40, 64, 40),
+            (64, 784, 512),
+            (1024, 128, 40),
+            (40, 1100, 30),
+            (70, 64, 513),
+        ] {
+            let (a64, b64, a32, b32) = operands(m * k, k * n, 4.0);
+            let bias64 = values(n, 9.0);
+            let bias32: Vec<f32> = bias64.iter().map(|x| *x as f32).collect();
+            let plain = naive(&view(&a64[..], m, k, false), &view(&b64[..], k, n, true));
+            let mut c64 = vec![f64::NAN; m * n];
+            matmul_bias(
+                view(&a64[..], m, k, false),
+                view(&b64[..], k, n, true),
+                MatMut::row_major(&mut c64, m, n),
+                &bias64,
+            );
+            let mut c32 = vec![f32::NAN; m * n];
+            matmul_bias(
+                view(&a32[..], m, k, false),
+                view(&b32[..], k, n, true),
+                MatMut::row_major(&mut c32, m, n),
+                &bias32,
+            );
+            for (at, e) in plain.iter().enumerate() {
+                let e = e + bias64[at % n];
+                let (x, y) = (c64[at], f64::from(c32[at]));
+                assert!(
+                    (x - e).abs() < 1e-9,
+                    "f64 m={m} k={k} n={n} at {at}: {x} vs {e}"
+                );
+                let tolerance = 1e-4 * (k as f64).sqrt().max(1.0);
+                assert!(
+                    (y - e).abs() < tolerance,
+                    "f32 m={m} k={k} n={n} at {at}: {y} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn prepacked_products_match_the_naive_product() {
         // Depth blocks (k > 512), partial panels, two blocks of columns with shallow panels
         // (n = 900), rows split over the cores (m x n x k above 2^20), an empty depth.
@@ -840,11 +955,11 @@ mod tests {
         ] {
             let expected = naive(&a, &b);
             let mut c = vec![1.0; m * n];
-            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), 504, false);
+            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), None, 504, false);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - y).abs() < 1e-9, "{x} vs {y}");
             }
-            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), 496, true);
+            by_depth_halves(a, b, MatMut::row_major(&mut c, m, n), None, 496, true);
             for (x, y) in c.iter().zip(&expected) {
                 assert!((x - 2.0 * y).abs() < 1e-9, "accumulated: {x} vs {y}");
             }

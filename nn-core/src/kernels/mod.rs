@@ -12,4 +12,6 @@ pub mod winograd;
 
 pub use gemm::{PackedRhs, Triangle};
 pub use im2col::{col2im, im2col, ConvGeometry, ImageColumns};
-pub use matmul::{matmul, matmul_prepacked, matmul_source, matmul_triangular, MatMut, MatRef};
+pub use matmul::{
+    matmul, matmul_bias, matmul_prepacked, matmul_source, matmul_triangular, MatMut, MatRef,
+};

@@ -1,8 +1,7 @@
 //! Fully connected layer.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::vector::copy;
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::{matmul, matmul_bias, MatMut, MatRef};
 use crate::module::Module;
 use crate::{Float, Rank1, Tensor};
 
@@ -49,15 +48,11 @@ pub(crate) fn linear_rows<E: Float>(
     bias: &[E],
     y: &mut [E],
 ) {
-    let y = &mut y[..rows * outputs];
-    for row in y.chunks_exact_mut(outputs.max(1)) {
-        copy(row, bias);
-    }
-    matmul(
+    matmul_bias(
         MatRef::row_major(x, rows, inputs),
         MatRef::transposed(weight, outputs, inputs),
-        MatMut::row_major(y, rows, outputs),
-        true,
+        MatMut::row_major(&mut y[..rows * outputs], rows, outputs),
+        bias,
     );
 }
 
