@@ -484,6 +484,18 @@ fn by_depth_halves<E: Float>(
                 E::packed_gemm(a_back, b_back, back, false, Triangle::Full)
             },
         );
+        if col_stride == 1 && row_stride == n {
+            // Row-major C (a weight gradient): contiguous adds, half the rows on each core.
+            let add = |c: &mut [E], partial: &[E]| {
+                for (c, value) in c.iter_mut().zip(partial) {
+                    *c += *value;
+                }
+            };
+            let (c_top, c_bottom) = c.data[..m * n].split_at_mut(m / 2 * n);
+            let (p_top, p_bottom) = partial.split_at(m / 2 * n);
+            join(|| add(c_top, p_top), || add(c_bottom, p_bottom));
+            return;
+        }
         for (i, partial_row) in partial.chunks_exact(n).enumerate() {
             for (j, value) in partial_row.iter().enumerate() {
                 c.data[i * row_stride + j * col_stride] += *value;
