@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::init::{mix_seed, Rng};
+use crate::kernels::parallel::join;
 use crate::layers::LengthsError;
 use crate::module::{Buffer, BufferMut, Module, Param, ParamMut};
 use crate::{join_name, Float, Shape, Tensor};
@@ -299,20 +300,41 @@ impl<B, Sc> Residual<B, Sc> {
     }
 }
 
+/// Sums of at least this many values are split between the cores (a W7 block adds 131 072).
+const PARALLEL_VALUES: usize = 1 << 15;
+
 /// `y = a + b`, element by element.
 fn add<E: Float>(a: &[E], b: &[E], y: &mut [E]) {
     assert!(a.len() == b.len() && y.len() == a.len());
-    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-        *y = *a + *b;
+    let serial = |a: &[E], b: &[E], y: &mut [E]| {
+        for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+            *y = *a + *b;
+        }
+    };
+    if y.len() < PARALLEL_VALUES {
+        return serial(a, b, y);
     }
+    let half = y.len() / 2;
+    let ((a0, a1), (b0, b1)) = (a.split_at(half), b.split_at(half));
+    let (y0, y1) = y.split_at_mut(half);
+    join(|| serial(a0, b0, y0), || serial(a1, b1, y1));
 }
 
 /// `y += a`, element by element.
 fn add_into<E: Float>(y: &mut [E], a: &[E]) {
     assert_eq!(y.len(), a.len());
-    for (y, a) in y.iter_mut().zip(a) {
-        *y += *a;
+    let serial = |y: &mut [E], a: &[E]| {
+        for (y, a) in y.iter_mut().zip(a) {
+            *y += *a;
+        }
+    };
+    if y.len() < PARALLEL_VALUES {
+        return serial(y, a);
     }
+    let half = y.len() / 2;
+    let (a0, a1) = a.split_at(half);
+    let (y0, y1) = y.split_at_mut(half);
+    join(|| serial(y0, a0), || serial(y1, a1));
 }
 
 #[cfg(test)]
@@ -336,6 +358,35 @@ mod tests {
         let mut cache = block.new_cache(1);
         block.forward(&x, &mut y, &mut cache);
         assert_eq!(y.as_slice(), &[-1.0 + 1.0, 0.0 - 1.0]);
+    }
+
+    #[test]
+    fn large_blocks_split_their_sums_over_the_cores_and_stay_exact() {
+        // 3 samples of 20 000 values: above PARALLEL_VALUES, in halves that cut a sample.
+        const N: usize = 20_000;
+        const { assert!(3 * N >= PARALLEL_VALUES) };
+        let block = Residual {
+            body: Relu::<Rank1<N>>::default(),
+            shortcut: Identity::<Rank1<N>>::default(),
+        };
+        let values = |seed: f64| -> Vec<f64> {
+            (0..3 * N)
+                .map(|i| ((i as f64 + seed) * 0.37).sin())
+                .collect()
+        };
+        let x = Tensor::<Rank1<N>, f64>::from_vec(values(1.0)).unwrap();
+        let dy = Tensor::<Rank1<N>, f64>::from_vec(values(2.0)).unwrap();
+        let (mut y, mut dx) = (Tensor::zeros(3), Tensor::zeros(3));
+        let mut cache = block.new_cache(3);
+        block.forward(&x, &mut y, &mut cache);
+        let mut grads = Module::<f64>::new_grads(&block);
+        block.backward(&x, &y, &dy, Some(&mut dx), &mut cache, &mut grads);
+        for i in 0..3 * N {
+            let (x, dy) = (x.as_slice()[i], dy.as_slice()[i]);
+            assert_eq!(y.as_slice()[i], x.max(0.0) + x, "y at {i}");
+            let through_relu = if x > 0.0 { dy } else { 0.0 };
+            assert_eq!(dx.as_slice()[i], through_relu + dy, "dx at {i}");
+        }
     }
 
     /// A body made of two layers, as `network!` would generate it (simplified).
