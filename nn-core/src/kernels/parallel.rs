@@ -29,6 +29,11 @@ struct Slot {
     job: Option<JobPtr>,
     done: bool,
     panic: Option<Box<dyn std::any::Any + Send>>,
+    /// Whether the worker, or the caller of `join`, sleeps on its condition variable. The
+    /// other side wakes it only then, after releasing the lock: a notification is a system
+    /// call, and one made while holding the lock kept the spinning side waiting for the lock.
+    worker_asleep: bool,
+    caller_asleep: bool,
 }
 
 struct Worker {
@@ -78,18 +83,25 @@ impl Worker {
                     if let Some(job) = slot.job.take() {
                         break job;
                     }
+                    slot.worker_asleep = true;
                     slot = self.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
+                    slot.worker_asleep = false;
                 }
             };
             // SAFETY: `join` keeps the closure alive and does not touch it until it has seen
             // `done`, which is set below, after the last use of the pointer.
             let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
-            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            slot.done = true;
-            slot.panic = result.err();
-            self.pending.store(false, Ordering::Release);
-            self.complete.store(true, Ordering::Release);
-            self.finished.notify_one();
+            let caller_asleep = {
+                let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+                slot.done = true;
+                slot.panic = result.err();
+                self.pending.store(false, Ordering::Release);
+                self.complete.store(true, Ordering::Release);
+                slot.caller_asleep
+            };
+            if caller_asleep {
+                self.finished.notify_one();
+            }
         }
     }
 
@@ -101,7 +113,9 @@ impl Worker {
         }
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         while !slot.done {
+            slot.caller_asleep = true;
             slot = self.finished.wait(slot).unwrap_or_else(|e| e.into_inner());
+            slot.caller_asleep = false;
         }
         slot.done = false;
         slot.panic.take()
@@ -143,11 +157,14 @@ pub fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     // observed `done`: `a`'s panic is caught and re-raised after the wait. So the closure on
     // this stack frame outlives every use of the pointer.
     let job: *mut (dyn FnMut() + Send + 'static) = unsafe { std::mem::transmute(job) };
-    {
+    let worker_asleep = {
         let mut slot = worker.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.job = Some(JobPtr(job));
         worker.complete.store(false, Ordering::Release);
         worker.pending.store(true, Ordering::Release);
+        slot.worker_asleep
+    };
+    if worker_asleep {
         worker.wake.notify_one();
     }
     let result_a = catch_unwind(AssertUnwindSafe(a));
@@ -197,6 +214,27 @@ mod tests {
             }
         });
         assert_eq!(count.load(Ordering::Relaxed), 4 * 100 * 3);
+    }
+
+    #[test]
+    fn a_sleeping_worker_and_a_sleeping_caller_are_woken() {
+        for _ in 0..3 {
+            // Past the spin: the worker has gone to sleep when the job arrives.
+            std::thread::sleep(SPIN * 5);
+            let mut ran = false;
+            join(|| (), || ran = true);
+            assert!(ran);
+            // A long job on the worker: the caller sleeps until it ends.
+            let mut slept = false;
+            join(
+                || (),
+                || {
+                    std::thread::sleep(SPIN * 5);
+                    slept = true;
+                },
+            );
+            assert!(slept);
+        }
     }
 
     #[test]
