@@ -125,9 +125,9 @@ pub fn axpy<E: Float>(alpha: E, x: &[E], y: &mut [E]) {
 }
 
 /// The largest of `x` (NaNs are skipped, as by `f32::max`, unless all are NaN); `E::ZERO`
-/// for an empty slice. Independent lanes, like `sum`: a fold carries one long chain of
-/// dependent comparisons (half of an attention softmax's time at 64 keys). Maxima combine in
-/// any order to the same value, so the result is exactly the fold's.
+/// for an empty slice. Independent lanes, like `sum`, where a fold carries one chain of
+/// dependent comparisons. Maxima combine in any order to the same value, so the result is
+/// exactly the fold's.
 #[inline(always)]
 pub fn max<E: Float>(x: &[E]) -> E {
     let Some(&first) = x.first() else {

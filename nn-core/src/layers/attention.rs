@@ -178,7 +178,8 @@ pub fn scaled_dot_product_attention<E: Float>(
 ///
 /// The hidden scores up to the next multiple of 8 are set to −∞ and go through the same
 /// loops, whose exponentials turn them into 0: every row then runs in whole vectors. (The
-/// ragged ends of causal rows, one value at a time, took as long as the rest.)
+/// ragged ends of causal rows went one value at a time: a W7 head's forward took 11.9 µs
+/// instead of 11.2.)
 #[inline]
 fn masked_softmax<E: Float>(row: &mut [E], seen: usize, scale: E) {
     if seen == 0 {
@@ -276,7 +277,7 @@ pub fn scaled_dot_product_attention_backward<E: Float>(
         false,
         mask.triangle(Triangle::LowerA),
     );
-    // dK[:n] = dSᵀ[:, :n] Q.
+    // dK[:n] = dS[:, :n]ᵀ Q.
     matmul_triangular(
         transpose(ds),
         q,
