@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// between most of them, and 200 µs took LeNet's training step (W3) from 9-10 to 7-7.5 ms.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// Elementwise and row passes of the layers (activations, layer norm, residual sums, bias
+/// gradients, cross-entropy) over at least this many values split their work between the
+/// cores: one threshold for all of them.
+pub const PARALLEL_VALUES: usize = 1 << 15;
+
 /// A job handed to the worker: a type- and lifetime-erased `&mut dyn FnMut()`.
 struct JobPtr(*mut (dyn FnMut() + Send + 'static));
 

@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 
 use crate::init::Rng;
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, PARALLEL_VALUES};
 use crate::kernels::special::{
     exp_vectorisable, normal_cdf, normal_cdf_f32, normal_pdf, normal_pdf_f32,
 };
@@ -184,11 +184,6 @@ pub type Relu<S> = Activation<ReluFn, S>;
 pub type Tanh<S> = Activation<TanhFn, S>;
 pub type Gelu<S> = Activation<GeluFn, S>;
 pub type GeluTanh<S> = Activation<GeluTanhFn, S>;
-
-/// Activations of at least this many values are computed by both cores, half each (GELU's
-/// normal CDF costs tens of operations per value: a transformer's FFN spent a tenth of its
-/// step there on one core).
-const PARALLEL_VALUES: usize = 1 << 15;
 
 impl<F: Pointwise, S: Shape> Activation<F, S> {
     /// `y = f(x)`, element by element.

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::init::Rng;
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, PARALLEL_VALUES};
 use crate::kernels::vector::{dot, sum};
 use crate::layers::linear::add_row_sums;
 use crate::layers::sequence::check_batch;
@@ -46,10 +46,6 @@ pub struct LayerNormCache<E> {
     max_batch: usize,
     second_core_grads: Vec<E>,
 }
-
-/// Above this many values, a pass splits its rows between the cores. (W7's five layer norms
-/// over 1024 rows of 128 took 1.3 ms per step on one core, 0.7 ms on two.)
-const PARALLEL_VALUES: usize = 1 << 15;
 
 /// Accumulators per row sum: the sums vectorise only when split over independent lanes.
 const LANES: usize = 8;

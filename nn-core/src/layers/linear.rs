@@ -1,7 +1,7 @@
 //! Fully connected layer.
 
 use crate::init::{fan_in_uniform, Rng};
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, PARALLEL_VALUES};
 use crate::kernels::{matmul, matmul_bias, MatMut, MatRef};
 use crate::module::Module;
 use crate::{Float, Rank1, Tensor};
@@ -89,9 +89,6 @@ pub(crate) fn linear_rows_backward<E: Float>(
     }
 }
 
-/// Row sums over at least this many values split their columns between the cores.
-const PARALLEL_SUMS: usize = 1 << 15;
-
 /// `sums += Σ_r rows[r]` for the row-major rows of width `sums.len()` in `rows` (a bias
 /// gradient). Large ones give each core half of the columns: each column is still summed
 /// row by row, so the result does not depend on the split.
@@ -105,7 +102,7 @@ pub(crate) fn add_row_sums<E: Float>(rows: &[E], sums: &mut [E]) {
             }
         }
     };
-    if rows.len() < PARALLEL_SUMS || width < 32 {
+    if rows.len() < PARALLEL_VALUES || width < 32 {
         return add_columns(0, sums);
     }
     let half = (width / 2).next_multiple_of(8);
@@ -198,8 +195,8 @@ mod tests {
 
     #[test]
     fn row_sums_split_by_columns_equal_the_serial_sums() {
-        // 300 rows of 130: above PARALLEL_SUMS, halves of 72 and 58 columns.
-        const { assert!(300 * 130 >= PARALLEL_SUMS) };
+        // 300 rows of 130: above PARALLEL_VALUES, halves of 72 and 58 columns.
+        const { assert!(300 * 130 >= PARALLEL_VALUES) };
         let rows: Vec<f64> = (0..300 * 130).map(|i| (i as f64 * 0.61).sin()).collect();
         let mut sums = vec![1.0; 130];
         add_row_sums(&rows, &mut sums);

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::init::{mix_seed, Rng};
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, PARALLEL_VALUES};
 use crate::layers::LengthsError;
 use crate::module::{Buffer, BufferMut, Module, Param, ParamMut};
 use crate::{join_name, Float, Shape, Tensor};
@@ -299,9 +299,6 @@ impl<B, Sc> Residual<B, Sc> {
         add(cache.body_out.as_slice(), shortcut_out, y.as_mut_slice());
     }
 }
-
-/// Sums of at least this many values are split between the cores (a W7 block adds 131 072).
-const PARALLEL_VALUES: usize = 1 << 15;
 
 /// `y = a + b`, element by element.
 fn add<E: Float>(a: &[E], b: &[E], y: &mut [E]) {

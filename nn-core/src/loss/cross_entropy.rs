@@ -2,7 +2,7 @@
 
 use super::finite;
 use crate::error::LossError;
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::{join, PARALLEL_VALUES};
 use crate::{Float, Shape, Tensor};
 
 /// A target that is left out of the loss (PyTorch's `ignore_index`): its row contributes
@@ -82,9 +82,6 @@ pub fn softmax_cross_entropy<S: Shape, E: Float>(
     };
     finite(total * scale)
 }
-
-/// Logits (and gradients) of at least this many values are split over both cores.
-const PARALLEL_VALUES: usize = 1 << 15;
 
 /// The summed loss of the rows of `x` (`classes` wide), and their gradient `g` (softmax
 /// scaled by `scale`, minus `scale` at the target); rows whose target is `IGNORE` get zeros.
