@@ -4,7 +4,7 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
-use crate::kernels::gemm::{PackedRhs, PanelSource, Triangle};
+use crate::kernels::gemm::{PackedPanels, PanelSource, Triangle};
 use crate::kernels::matmul::OutputView;
 use crate::kernels::MatRef;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -67,7 +67,7 @@ pub trait Float:
     /// The packed matrix product with B packed beforehand (see `kernels::gemm::PackedRhs`).
     fn prepacked_gemm(
         a: MatRef<'_, Self>,
-        b: &PackedRhs<Self>,
+        b: PackedPanels<'_, Self>,
         c: OutputView<'_, Self>,
         accumulate: bool,
     );
@@ -79,6 +79,16 @@ pub trait Float:
         columns: std::ops::Range<usize>,
         c: OutputView<'_, Self>,
         accumulate: bool,
+    );
+    /// Writes `B[pc..pc + kc, jc..jc + nc]` as the 16-column panels of a prepacked B (see
+    /// `kernels::gemm::PackedRhs`).
+    fn pack_panels(
+        b: &MatRef<'_, Self>,
+        pc: usize,
+        kc: usize,
+        jc: usize,
+        nc: usize,
+        out: &mut [Self],
     );
     /// The direct convolution's micro-kernels for this type (see `kernels::direct`).
     fn direct_kernels() -> crate::kernels::direct::Kernels<Self>;
@@ -109,7 +119,7 @@ fn with_thread_buffer<T: Copy + Default + 'static, R>(
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $source:path, $direct:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
+    ($t:ty, $dtype:ident, $gemm:path, $prepacked:path, $pack:path, $source:path, $direct:path, $dot_tiles:expr, $exp:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -148,8 +158,11 @@ macro_rules! impl_float {
             fn packed_gemm(a: MatRef<'_, Self>, b: MatRef<'_, Self>, c: OutputView<'_, Self>, accumulate: bool, triangle: Triangle) {
                 $gemm(a, b, c, accumulate, triangle)
             }
-            fn prepacked_gemm(a: MatRef<'_, Self>, b: &PackedRhs<Self>, c: OutputView<'_, Self>, accumulate: bool) {
+            fn prepacked_gemm(a: MatRef<'_, Self>, b: PackedPanels<'_, Self>, c: OutputView<'_, Self>, accumulate: bool) {
                 $prepacked(a, b, c, accumulate)
+            }
+            fn pack_panels(b: &MatRef<'_, Self>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [Self]) {
+                $pack(b, pc, kc, jc, nc, out)
             }
             fn source_gemm<S: PanelSource<Self>>(a: MatRef<'_, Self>, b: &S, columns: std::ops::Range<usize>, c: OutputView<'_, Self>, accumulate: bool) {
                 $source(a, b, columns, c, accumulate)
@@ -196,6 +209,7 @@ impl_float!(
     F32,
     crate::kernels::gemm::gemm_f32,
     crate::kernels::gemm::gemm_prepacked_f32,
+    crate::kernels::gemm::pack_panels_f32,
     crate::kernels::gemm::gemm_source_f32,
     crate::kernels::direct::f32_kernels,
     cfg!(target_arch = "x86_64"),
@@ -207,6 +221,7 @@ impl_float!(
     F64,
     crate::kernels::gemm::gemm_generic::<f64>,
     crate::kernels::gemm::gemm_prepacked_generic::<f64>,
+    crate::kernels::gemm::pack_panels_generic::<f64>,
     crate::kernels::gemm::gemm_source_generic,
     crate::kernels::direct::generic_kernels::<f64>,
     false,

@@ -12,6 +12,7 @@
 use std::ops::Range;
 
 use super::matmul::{MatRef, OutputView};
+use super::parallel::join;
 use crate::Float;
 
 /// Depth of a packed panel. A deeper panel writes C back less often: on this project's AVX2
@@ -373,7 +374,7 @@ fn panel_depth(k: usize, n: usize) -> usize {
 /// or panels packed beforehand.
 enum Rhs<'a, E, P> {
     Packing { cols: usize, pack: P },
-    Packed(&'a PackedRhs<E>),
+    Packed(PackedPanels<'a, E>),
 }
 
 impl<E, P> Rhs<'_, E, P> {
@@ -407,7 +408,7 @@ impl<E: Float> PackedRhs<E> {
     /// Room for a `rows x cols` B; the panels hold zeros until `pack`.
     pub fn new(rows: usize, cols: usize) -> Self {
         Self {
-            panels: vec![E::ZERO; rows * cols.div_ceil(PACKED_NR) * PACKED_NR],
+            panels: vec![E::ZERO; packed_len(rows, cols)],
             rows,
             cols,
         }
@@ -428,13 +429,9 @@ impl<E: Float> PackedRhs<E> {
             self.rows,
             self.cols
         );
-        let depth = panel_depth(self.rows, self.cols);
         let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
-        let mut pc = 0;
-        while pc < self.rows {
-            let kc = depth.min(self.rows - pc);
-            pack_b::<E, PACKED_NR>(&b, pc, kc, 0, self.cols, &mut self.panels[pc * width..]);
-            pc += kc;
+        for (pc, kc) in depth_blocks(self.rows, self.cols) {
+            E::pack_panels(&b, pc, kc, 0, self.cols, &mut self.panels[pc * width..]);
         }
     }
 
@@ -455,6 +452,44 @@ impl<E: Float> PackedRhs<E> {
         &mut self.panels
     }
 
+    /// The packed panels, as the products read them.
+    pub fn panels(&self) -> PackedPanels<'_, E> {
+        PackedPanels {
+            panels: &self.panels,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+/// The length of the panels of a packed `rows x cols` B (see [`PackedRhs`]).
+pub fn packed_len(rows: usize, cols: usize) -> usize {
+    rows * cols.div_ceil(PACKED_NR) * PACKED_NR
+}
+
+/// The depth blocks `(pc, kc)` in which a `rows x cols` B is packed.
+fn depth_blocks(rows: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {
+    let depth = panel_depth(rows, cols);
+    (0..rows)
+        .step_by(depth)
+        .map(move |pc| (pc, depth.min(rows - pc)))
+}
+
+/// The panels of a packed B, borrowed: those of a [`PackedRhs`], or of a B packed by
+/// [`pack_on_both_cores`] for one product.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedPanels<'a, E> {
+    panels: &'a [E],
+    rows: usize,
+    cols: usize,
+}
+
+impl<E> PackedPanels<'_, E> {
+    /// The shape of B, `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
     /// The panels of depth block `pc..pc + kc` from column `jc` on (`jc` a multiple of 16).
     fn block(&self, pc: usize, jc: usize, kc: usize) -> &[E] {
         let width = self.cols.div_ceil(PACKED_NR) * PACKED_NR;
@@ -462,11 +497,65 @@ impl<E: Float> PackedRhs<E> {
     }
 }
 
+/// Packs `b` into `out` (at least [`packed_len`] long) as [`PackedRhs`] lays it out, each
+/// depth block's columns in halves on the two cores: for a product whose rows are then shared
+/// by both cores, which would otherwise pack all of B once each.
+pub fn pack_on_both_cores<'a, E: Float>(b: MatRef<'_, E>, out: &'a mut [E]) -> PackedPanels<'a, E> {
+    let (rows, cols) = (b.rows, b.cols);
+    let width = cols.div_ceil(PACKED_NR) * PACKED_NR;
+    // The left part is whole panels, unless it is all of B.
+    let half = (cols / 2).next_multiple_of(PACKED_NR).min(cols);
+    for (pc, kc) in depth_blocks(rows, cols) {
+        let left_len = half.next_multiple_of(PACKED_NR) * kc;
+        let (left, right) = out[pc * width..(pc + kc) * width].split_at_mut(left_len);
+        join(
+            || E::pack_panels(&b, pc, kc, 0, half, left),
+            || E::pack_panels(&b, pc, kc, half, cols - half, right),
+        );
+    }
+    PackedPanels {
+        panels: &out[..rows * width],
+        rows,
+        cols,
+    }
+}
+
+/// Writes `B[pc..pc + kc, jc..jc + nc]` into `out` as 16-column panels (see [`PackedRhs`]), for
+/// any element type.
+pub fn pack_panels_generic<E: Float>(
+    b: &MatRef<'_, E>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    out: &mut [E],
+) {
+    pack_b::<E, PACKED_NR>(b, pc, kc, jc, nc, out)
+}
+
+/// [`pack_panels_generic`] in f32, transposing a B that is a transpose (`Wᵀ`) eight by eight
+/// with AVX2 where the CPU has it.
+pub fn pack_panels_f32(
+    b: &MatRef<'_, f32>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (detected just above).
+        return unsafe { avx2::pack_b_16(b, pc, kc, jc, nc, out) };
+    }
+    pack_panels_generic(b, pc, kc, jc, nc, out)
+}
+
 /// `C = A · B` (or `C += A · B`) with B packed beforehand, in f32: the AVX2 micro-kernel
 /// where the CPU has AVX2 and FMA.
 pub fn gemm_prepacked_f32(
     a: MatRef<'_, f32>,
-    b: &PackedRhs<f32>,
+    b: PackedPanels<'_, f32>,
     c: OutputView<'_, f32>,
     accumulate: bool,
 ) {
@@ -486,7 +575,7 @@ pub fn gemm_prepacked_f32(
 /// `C = A · B` (or `C += A · B`) with B packed beforehand, for any element type.
 pub fn gemm_prepacked_generic<E: Float>(
     a: MatRef<'_, E>,
-    b: &PackedRhs<E>,
+    b: PackedPanels<'_, E>,
     c: OutputView<'_, E>,
     accumulate: bool,
 ) {

@@ -7,8 +7,11 @@
 //! are split over both cores. The thresholds come from `cargo bench` (see benches/README.md).
 
 use std::marker::PhantomData;
+use std::sync::Mutex;
 
-use crate::kernels::gemm::{reads_in_place, PackedRhs, PanelSource, Triangle};
+use crate::kernels::gemm::{
+    pack_on_both_cores, packed_len, reads_in_place, PackedRhs, PanelSource, Triangle,
+};
 use crate::kernels::parallel::{join, second_core_idle};
 use crate::kernels::vector::dot;
 use crate::Float;
@@ -398,8 +401,13 @@ fn product<E: Float>(
                 || E::packed_gemm(a, b_right, right, accumulate, Triangle::Full),
             );
         }
-        Split::Rows => by_row_halves(a, output(c), |a, c| {
+        Split::Rows if in_place => by_row_chunks(a, output(c), |a, c| {
             E::packed_gemm(a, b, c, accumulate, Triangle::Full)
+        }),
+        // B is packed once, by both cores, into panels that both then read.
+        Split::Rows => E::with_partial_sums(packed_len(k, n), |panels| {
+            let b = pack_on_both_cores(b, panels);
+            by_row_chunks(a, output(c), |a, c| E::prepacked_gemm(a, b, c, accumulate))
         }),
         Split::Whole => E::packed_gemm(a, b, output(c), accumulate, Triangle::Full),
     }
@@ -606,8 +614,9 @@ pub fn matmul_prepacked<E: Float>(
     };
     let (m, k, n) = (a.rows, a.cols, c.cols);
     let out = OutputView::new(c);
+    let b = b.panels();
     if m * n * k >= PARALLEL_PRODUCT && m >= 16 {
-        by_row_halves(a, out, |a, c| E::prepacked_gemm(a, b, c, accumulate));
+        by_row_chunks(a, out, |a, c| E::prepacked_gemm(a, b, c, accumulate));
     } else {
         E::prepacked_gemm(a, b, out, accumulate);
     }
@@ -628,6 +637,71 @@ fn by_row_halves<E: Float>(
         ..a
     };
     join(|| product(a_top, top), || product(a_bottom, bottom));
+}
+
+/// The most pieces `by_row_chunks` cuts a product's rows into.
+const ROW_CHUNKS: usize = 32;
+/// Rows per piece of `by_row_chunks` come in multiples of this: whole register tiles of every
+/// kernel (6 rows for the AVX2 f32 one, 4 for the others, 3 for dot-product tiles).
+const CHUNK_ROWS: usize = 12;
+/// Products with rows for fewer pieces than this take fixed halves.
+const MIN_ROW_CHUNKS: usize = 8;
+
+/// Runs `product` on pieces of the rows of A and C: this core takes them from the top, the
+/// other from the bottom, one at a time, until they meet. Fixed halves left one core waiting
+/// for the other: the two cores of this machine run at speeds that vary from moment to moment
+/// (a W7 product's two halves differed by 15% either way in one product out of five). Each
+/// core still walks through memory in one direction; handing out pieces in turn instead was
+/// slower than halves.
+fn by_row_chunks<E: Float>(
+    a: MatRef<'_, E>,
+    out: OutputView<'_, E>,
+    product: impl Fn(MatRef<'_, E>, OutputView<'_, E>) + Sync,
+) {
+    let m = a.rows;
+    if m < MIN_ROW_CHUNKS * CHUNK_ROWS {
+        return by_row_halves(a, out, product);
+    }
+    let chunk = m.div_ceil(ROW_CHUNKS).next_multiple_of(CHUNK_ROWS);
+    let count = m.div_ceil(chunk);
+    let mut rest = Some(out);
+    let pieces: [Mutex<Option<OutputView<'_, E>>>; ROW_CHUNKS] = std::array::from_fn(|_| {
+        Mutex::new(rest.take().map(|view| {
+            if view.rows() <= chunk {
+                return view;
+            }
+            let (piece, next) = view.split_rows(chunk);
+            rest = Some(next);
+            piece
+        }))
+    });
+    // The pieces not yet taken: `untaken.0..untaken.1`.
+    let untaken = Mutex::new((0, count));
+    let work = |from_top: bool| loop {
+        let i = {
+            let mut untaken = untaken.lock().unwrap_or_else(|e| e.into_inner());
+            let (top, bottom) = &mut *untaken;
+            if top == bottom {
+                return;
+            }
+            if from_top {
+                *top += 1;
+                *top - 1
+            } else {
+                *bottom -= 1;
+                *bottom
+            }
+        };
+        let piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(piece) = piece else { return };
+        let a_piece = MatRef {
+            data: &a.data[i * chunk * a.row_stride..],
+            rows: piece.rows(),
+            ..a
+        };
+        product(a_piece, piece);
+    };
+    join(|| work(true), || work(false));
 }
 
 /// Loops for small products, picking the form whose inner loop is contiguous.
@@ -908,12 +982,69 @@ mod tests {
     }
 
     #[test]
+    fn products_shared_in_row_pieces_match_the_naive_product() {
+        // Tall products that both cores take in pieces of rows (`by_row_chunks`): B packed by
+        // both cores (two depth blocks at k = 600), a last piece shorter than the others, dot
+        // tiles read in place (n <= 12, B transposed); alone, and nested in a `join`, where
+        // one core takes every piece.
+        for &(m, k, n) in &[
+            (200, 128, 100),
+            (1000, 64, 40),
+            (700, 600, 100),
+            (400, 300, 10),
+        ] {
+            let (a64, b64, a32, b32) = operands(m * k, k * n, 6.0);
+            let forms = [(false, false), (true, true), (false, true), (true, false)];
+            for (nested, (ta, tb)) in [false, true]
+                .into_iter()
+                .flat_map(|x| forms.map(|f| (x, f)))
+            {
+                let expected = naive(&view(&a64[..], m, k, ta), &view(&b64[..], k, n, tb));
+                let mut c64 = vec![0.5f64; m * n];
+                let mut c32 = vec![0.5f32; m * n];
+                let mut run = || {
+                    let out = MatMut::row_major(&mut c64, m, n);
+                    matmul(
+                        view(&a64[..], m, k, ta),
+                        view(&b64[..], k, n, tb),
+                        out,
+                        true,
+                    );
+                    let out = MatMut::row_major(&mut c32, m, n);
+                    matmul(
+                        view(&a32[..], m, k, ta),
+                        view(&b32[..], k, n, tb),
+                        out,
+                        true,
+                    );
+                };
+                if nested {
+                    join(run, || ());
+                } else {
+                    run();
+                }
+                for (at, e) in expected.iter().enumerate() {
+                    let (x, y) = (c64[at] - 0.5, f64::from(c32[at]) - 0.5);
+                    let what = format!("m={m} k={k} n={n} {ta} {tb} nested {nested} at {at}");
+                    assert!((x - e).abs() < 1e-9, "f64 {what}: {x} vs {e}");
+                    assert!(
+                        (y - e).abs() < 1e-4 * (k as f64).sqrt(),
+                        "f32 {what}: {y} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn prepacked_products_match_the_naive_product() {
         // Depth blocks (k > 512), partial panels, two blocks of columns with shallow panels
-        // (n = 900), rows split over the cores (m x n x k above 2^20), an empty depth.
+        // (n = 900), rows split over the cores (m x n x k above 2^20; in halves at 40 rows, in
+        // pieces at 300), an empty depth.
         for &(m, k, n) in &[
             (5, 7, 3),
             (16, 128, 128),
+            (300, 64, 64),
             (13, 600, 37),
             (40, 300, 900),
             (3, 0, 5),
