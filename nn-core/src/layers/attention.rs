@@ -6,11 +6,9 @@
 //! `h·dh..(h+1)·dh` of a sample's `[T, 3D]` block (row stride `3D`), a strided view that the
 //! matrix products read in place.
 //!
-//! One copy is made per sample, for speed: `Kᵀ` (forward) and `Vᵀ` (backward) row-major,
-//! `[D, T]`. Read in place, `Q Kᵀ` and `dO Vᵀ` have both operands contiguous along the head
-//! width, a form the product runs without packing (`kernels::gemm`'s dot-product tiles), which
-//! is slow at depths like `dh = 32`; from the transposed copy they take the packed kernel
-//! (measured: the attention core's forward 1.4-1.8x faster at d 128, 4 heads, T 64).
+//! `Kᵀ` and `Vᵀ` are transposed views of the same columns: the packed product transposes them
+//! eight by eight as it packs its panels. (A row-major copy of `Kᵀ` and `Vᵀ` per sample, which
+//! an earlier version made for the products, ran no faster and cost 1% of W7's training step.)
 
 use thiserror::Error;
 
@@ -333,9 +331,6 @@ pub struct AttentionCache<E> {
     dv: Vec<E>,
     /// Scratch for `dL/dS`, `[max_batch, T, T]`.
     d_scores: Vec<E>,
-    /// Scratch, `[max_batch, D, T]`: `Kᵀ` of every sample in the forward, `Vᵀ` in the
-    /// backward (see [`MultiHeadAttention`]).
-    transposed: Vec<E>,
 }
 
 impl<E> AttentionCache<E> {
@@ -580,30 +575,6 @@ impl<
         }
     }
 
-    /// Copies the `[T, D]` block of one sample's `[T, 3D]` projection starting at column
-    /// `offset` (`K` or `V`) into `out` transposed, `[D, T]` row-major.
-    fn transpose_block(qkv: &[E], offset: usize, out: &mut [E]) {
-        for t in 0..T {
-            let row = &qkv[offset + t * 3 * D..][..D];
-            for (j, v) in row.iter().enumerate() {
-                out[j * T + t] = *v;
-            }
-        }
-    }
-
-    /// Head `h` of a matrix `[T, D]` stored transposed (`[D, T]`, see `transpose_block`), as a
-    /// `[T, dh]` view.
-    fn head_of_transposed(transposed: &[E], h: usize) -> MatRef<'_, E> {
-        let dh = Self::HEAD_DIM;
-        MatRef {
-            data: transposed.get(h * dh * T..).unwrap_or(&[]),
-            rows: T,
-            cols: dh,
-            row_stride: 1,
-            col_stride: T,
-        }
-    }
-
     /// Whether the samples of a batch are split over both cores.
     fn split(batch: usize) -> bool {
         batch >= 2 && batch * T * T * D >= PARALLEL_ATTENTION
@@ -619,7 +590,6 @@ impl<
             qkv,
             probs,
             heads,
-            transposed,
             ..
         } = cache;
         linear_rows(
@@ -632,21 +602,15 @@ impl<
             qkv,
         );
         let (qkv, lengths) = (&qkv[..], &lengths[..batch]);
-        // Samples `first..`, whose probabilities, head outputs and `Kᵀ` are `probs`, `out`
-        // and `kt`.
-        let work = |first: usize, probs: &mut [E], out: &mut [E], kt: &mut [E]| {
-            for (s, (out, kt)) in out
-                .chunks_exact_mut((T * D).max(1))
-                .zip(kt.chunks_exact_mut((T * D).max(1)))
-                .enumerate()
-            {
+        // Samples `first..`, whose probabilities and head outputs are `probs` and `out`.
+        let work = |first: usize, probs: &mut [E], out: &mut [E]| {
+            for (s, out) in out.chunks_exact_mut((T * D).max(1)).enumerate() {
                 let b = first + s;
                 let base = b * T * 3 * D;
-                Self::transpose_block(qkv, base + D, kt);
                 for h in 0..HEADS {
                     scaled_dot_product_attention(
                         view(qkv, base + h * dh, T, dh, 3 * D),
-                        Self::head_of_transposed(kt, h),
+                        view(qkv, base + D + h * dh, T, dh, 3 * D),
                         view(qkv, base + 2 * D + h * dh, T, dh, 3 * D),
                         Self::mask(lengths[b]),
                         &mut probs[(s * HEADS + h) * T * T..],
@@ -657,15 +621,13 @@ impl<
         };
         let probs = &mut probs[..batch * HEADS * T * T];
         let out = &mut heads[..rows * D];
-        let kt = &mut transposed[..rows * D];
         if Self::split(batch) {
             let half = batch / 2;
             let (p0, p1) = probs.split_at_mut(half * HEADS * T * T);
             let (o0, o1) = out.split_at_mut(half * T * D);
-            let (k0, k1) = kt.split_at_mut(half * T * D);
-            join(|| work(0, p0, o0, k0), || work(half, p1, o1, k1));
+            join(|| work(0, p0, o0), || work(half, p1, o1));
         } else {
-            work(0, probs, out, kt);
+            work(0, probs, out);
         }
         linear_rows(
             rows,
@@ -733,7 +695,6 @@ impl<
             dk: vec![E::ZERO; sequence],
             dv: vec![E::ZERO; sequence],
             d_scores: vec![E::ZERO; max_batch * T * T],
-            transposed: vec![E::ZERO; sequence],
         }
     }
 
@@ -792,7 +753,6 @@ impl<
             dk,
             dv,
             d_scores,
-            transposed,
             ..
         } = cache;
         // The output projection: dW_out += dYᵀ H, db_out += Σ dY, dH = dY W_out.
@@ -809,50 +769,43 @@ impl<
         );
         // Every head of every sample.
         let (qkv, probs, d_heads, lengths) = (&qkv[..], &probs[..], &d_heads[..], &lengths[..]);
-        // Samples `first..`, whose gradients and scratch are `dq`, `dk`, `dv`, `ds` and `vt`.
-        let work =
-            |first: usize, dq: &mut [E], dk: &mut [E], dv: &mut [E], ds: &mut [E], vt: &mut [E]| {
-                for (s, vt) in vt.chunks_exact_mut((T * D).max(1)).enumerate() {
-                    let b = first + s;
-                    let base = b * T * 3 * D;
-                    Self::transpose_block(qkv, base + 2 * D, vt);
-                    for h in 0..HEADS {
-                        let at = s * T * D + h * dh;
-                        scaled_dot_product_attention_backward(
-                            view(qkv, base + h * dh, T, dh, 3 * D),
-                            view(qkv, base + D + h * dh, T, dh, 3 * D),
-                            Self::head_of_transposed(vt, h),
-                            Self::mask(lengths[b]),
-                            &probs[(b * HEADS + h) * T * T..],
-                            view(d_heads, b * T * D + h * dh, T, dh, D),
-                            &mut ds[s * T * T..],
-                            view_mut(dq, at, T, dh, D),
-                            view_mut(dk, at, T, dh, D),
-                            view_mut(dv, at, T, dh, D),
-                        );
-                    }
+        // Samples `first..`, whose gradients and scratch are `dq`, `dk`, `dv` and `ds`.
+        let work = |first: usize, dq: &mut [E], dk: &mut [E], dv: &mut [E], ds: &mut [E]| {
+            for s in 0..dq.len() / (T * D).max(1) {
+                let b = first + s;
+                let base = b * T * 3 * D;
+                for h in 0..HEADS {
+                    let at = s * T * D + h * dh;
+                    scaled_dot_product_attention_backward(
+                        view(qkv, base + h * dh, T, dh, 3 * D),
+                        view(qkv, base + D + h * dh, T, dh, 3 * D),
+                        view(qkv, base + 2 * D + h * dh, T, dh, 3 * D),
+                        Self::mask(lengths[b]),
+                        &probs[(b * HEADS + h) * T * T..],
+                        view(d_heads, b * T * D + h * dh, T, dh, D),
+                        &mut ds[s * T * T..],
+                        view_mut(dq, at, T, dh, D),
+                        view_mut(dk, at, T, dh, D),
+                        view_mut(dv, at, T, dh, D),
+                    );
                 }
-            };
+            }
+        };
         let (dq, dk, dv) = (
             &mut dq[..sequence],
             &mut dk[..sequence],
             &mut dv[..sequence],
         );
         let ds = &mut d_scores[..batch * T * T];
-        let vt = &mut transposed[..sequence];
         if Self::split(batch) {
             let half = batch / 2;
             let (q0, q1) = dq.split_at_mut(half * T * D);
             let (k0, k1) = dk.split_at_mut(half * T * D);
             let (v0, v1) = dv.split_at_mut(half * T * D);
             let (s0, s1) = ds.split_at_mut(half * T * T);
-            let (t0, t1) = vt.split_at_mut(half * T * D);
-            join(
-                || work(0, q0, k0, v0, s0, t0),
-                || work(half, q1, k1, v1, s1, t1),
-            );
+            join(|| work(0, q0, k0, v0, s0), || work(half, q1, k1, v1, s1));
         } else {
-            work(0, dq, dk, dv, ds, vt);
+            work(0, dq, dk, dv, ds);
         }
         // The input projection, block by block: dW_q += dQᵀ X, db_q += Σ dQ, and so for K, V.
         let x = x.as_slice();
