@@ -147,14 +147,21 @@ pub fn max<E: Float>(x: &[E]) -> E {
 /// `sum_i x[i]`, with the same independent accumulators as `dot`.
 #[inline(always)]
 pub fn sum<E: Float>(x: &[E]) -> E {
+    sum_of(x, |v| v)
+}
+
+/// `sum_i f(x[i])`, added in the same order as [`sum`] (so `sum_of(x, f)` equals `sum` of the
+/// values `f(x[i])` written out).
+#[inline(always)]
+pub fn sum_of<E: Float>(x: &[E], f: impl Fn(E) -> E) -> E {
     let mut acc = [E::ZERO; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
         for l in 0..LANES {
-            acc[l] += c[l];
+            acc[l] += f(c[l]);
         }
     }
-    let tail: E = chunks.remainder().iter().copied().sum();
+    let tail: E = chunks.remainder().iter().map(|v| f(*v)).sum();
     acc.iter().copied().sum::<E>() + tail
 }
 
