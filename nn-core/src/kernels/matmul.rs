@@ -7,12 +7,11 @@
 //! are split over both cores. The thresholds come from `cargo bench` (see benches/README.md).
 
 use std::marker::PhantomData;
-use std::sync::Mutex;
 
 use crate::kernels::gemm::{
     pack_on_both_cores, packed_len, reads_in_place, PackedRhs, PanelSource, Triangle,
 };
-use crate::kernels::parallel::{join, second_core_idle};
+use crate::kernels::parallel::{join, meet, second_core_idle};
 use crate::kernels::vector::dot;
 use crate::Float;
 
@@ -647,12 +646,11 @@ const CHUNK_ROWS: usize = 12;
 /// Products with rows for fewer pieces than this take fixed halves.
 const MIN_ROW_CHUNKS: usize = 8;
 
-/// Runs `product` on pieces of the rows of A and C: this core takes them from the top, the
-/// other from the bottom, one at a time, until they meet. Fixed halves left one core waiting
-/// for the other: the two cores of this machine run at speeds that vary from moment to moment
-/// (a W7 product's two halves differed by 15% either way in one product out of five). Each
-/// core still walks through memory in one direction; handing out pieces in turn instead was
-/// slower than halves.
+/// Runs `product` on pieces of the rows of A and C, which the two cores take from both ends
+/// until they meet (`parallel::meet`). Fixed halves left one core waiting for the other: the
+/// two cores of this machine run at speeds that vary from moment to moment (a W7 product's
+/// two halves differed by 15% either way in one product out of five). Handing the pieces out
+/// in turn instead was slower than halves.
 fn by_row_chunks<E: Float>(
     a: MatRef<'_, E>,
     out: OutputView<'_, E>,
@@ -663,45 +661,22 @@ fn by_row_chunks<E: Float>(
         return by_row_halves(a, out, product);
     }
     let chunk = m.div_ceil(ROW_CHUNKS).next_multiple_of(CHUNK_ROWS);
-    let count = m.div_ceil(chunk);
-    let mut rest = Some(out);
-    let pieces: [Mutex<Option<OutputView<'_, E>>>; ROW_CHUNKS] = std::array::from_fn(|_| {
-        Mutex::new(rest.take().map(|view| {
-            if view.rows() <= chunk {
-                return view;
-            }
-            let (piece, next) = view.split_rows(chunk);
-            rest = Some(next);
-            piece
-        }))
-    });
-    // The pieces not yet taken: `untaken.0..untaken.1`.
-    let untaken = Mutex::new((0, count));
-    let work = |from_top: bool| loop {
-        let i = {
-            let mut untaken = untaken.lock().unwrap_or_else(|e| e.into_inner());
-            let (top, bottom) = &mut *untaken;
-            if top == bottom {
-                return;
-            }
-            if from_top {
-                *top += 1;
-                *top - 1
-            } else {
-                *bottom -= 1;
-                *bottom
-            }
-        };
-        let piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(piece) = piece else { return };
-        let a_piece = MatRef {
-            data: &a.data[i * chunk * a.row_stride..],
-            rows: piece.rows(),
-            ..a
-        };
-        product(a_piece, piece);
-    };
-    join(|| work(true), || work(false));
+    meet(
+        m.div_ceil(chunk),
+        out,
+        |view, pieces| {
+            let rows = view.rows();
+            view.split_rows((pieces * chunk).min(rows))
+        },
+        |i, piece| {
+            let a_piece = MatRef {
+                data: &a.data[i * chunk * a.row_stride..],
+                rows: piece.rows(),
+                ..a
+            };
+            product(a_piece, piece)
+        },
+    );
 }
 
 /// Loops for small products, picking the form whose inner loop is contiguous.

@@ -183,6 +183,48 @@ pub fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     }
 }
 
+/// Runs `work(i, piece)` for the pieces `0..count` of `all`, on both cores: this one takes
+/// pieces from the front, the worker from the back, one at a time, until they meet. Where
+/// fixed halves would leave the faster core waiting, the faster core here takes more pieces;
+/// and each core still walks through memory in one direction. `split(p, n)` cuts `p`, which
+/// holds some consecutive pieces, after its first `n` (a slice by `split_at_mut`, a matrix
+/// view by rows, or a tuple of either).
+pub fn meet<P: Send>(
+    count: usize,
+    all: P,
+    split: impl Fn(P, usize) -> (P, P) + Sync,
+    work: impl Fn(usize, P) + Sync,
+) {
+    if count == 0 {
+        return;
+    }
+    // The pieces no core has taken yet, and the index of the first of them.
+    let untaken = Mutex::new(Some((all, 0, count)));
+    let take = |from_front: bool| loop {
+        let (index, piece) = {
+            let mut untaken = untaken.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((rest, first, end)) = untaken.take() else {
+                return;
+            };
+            if from_front {
+                let (piece, rest) = split(rest, 1);
+                if first + 1 < end {
+                    *untaken = Some((rest, first + 1, end));
+                }
+                (first, piece)
+            } else {
+                let (rest, piece) = split(rest, end - first - 1);
+                if first < end - 1 {
+                    *untaken = Some((rest, first, end - 1));
+                }
+                (end - 1, piece)
+            }
+        };
+        work(index, piece);
+    };
+    join(|| take(true), || take(false));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +281,39 @@ mod tests {
                 },
             );
             assert!(slept);
+        }
+    }
+
+    #[test]
+    fn meet_hands_every_piece_to_exactly_one_core() {
+        // Pieces of 3 values; each piece is given its own index. Alone and nested in a join
+        // (one core then takes every piece), for no piece, one, two and many.
+        for nested in [false, true] {
+            for count in [0, 1, 2, 7, 100] {
+                let mut values = vec![usize::MAX; 3 * count];
+                let visits = AtomicUsize::new(0);
+                let mut run = || {
+                    meet(
+                        count,
+                        &mut values[..],
+                        |piece, n| piece.split_at_mut(3 * n),
+                        |i, piece: &mut [usize]| {
+                            assert_eq!(piece.len(), 3);
+                            piece.fill(i);
+                            visits.fetch_add(1, Ordering::Relaxed);
+                        },
+                    )
+                };
+                if nested {
+                    join(run, || ());
+                } else {
+                    run();
+                }
+                assert_eq!(visits.load(Ordering::Relaxed), count, "{count} pieces");
+                for (at, value) in values.iter().enumerate() {
+                    assert_eq!(*value, at / 3, "{count} pieces, nested {nested}");
+                }
+            }
         }
     }
 

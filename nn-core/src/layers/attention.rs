@@ -13,7 +13,7 @@
 use thiserror::Error;
 
 use crate::init::{fan_in_uniform, uniform, Rng};
-use crate::kernels::parallel::join;
+use crate::kernels::parallel::meet;
 use crate::kernels::vector::{self, dot, sum};
 use crate::kernels::{matmul, matmul_triangular, MatMut, MatRef, Triangle};
 use crate::layers::linear::{add_row_sums, linear_rows, linear_rows_backward};
@@ -622,10 +622,17 @@ impl<
         let probs = &mut probs[..batch * HEADS * T * T];
         let out = &mut heads[..rows * D];
         if Self::split(batch) {
-            let half = batch / 2;
-            let (p0, p1) = probs.split_at_mut(half * HEADS * T * T);
-            let (o0, o1) = out.split_at_mut(half * T * D);
-            join(|| work(0, p0, o0), || work(half, p1, o1));
+            // Sample by sample from both ends (see `parallel::meet`).
+            meet(
+                batch,
+                (probs, out),
+                |(probs, out), n| {
+                    let (p0, p1) = probs.split_at_mut(n * HEADS * T * T);
+                    let (o0, o1) = out.split_at_mut(n * T * D);
+                    ((p0, o0), (p1, o1))
+                },
+                |b, (probs, out)| work(b, probs, out),
+            );
         } else {
             work(0, probs, out);
         }
@@ -798,12 +805,18 @@ impl<
         );
         let ds = &mut d_scores[..batch * T * T];
         if Self::split(batch) {
-            let half = batch / 2;
-            let (q0, q1) = dq.split_at_mut(half * T * D);
-            let (k0, k1) = dk.split_at_mut(half * T * D);
-            let (v0, v1) = dv.split_at_mut(half * T * D);
-            let (s0, s1) = ds.split_at_mut(half * T * T);
-            join(|| work(0, q0, k0, v0, s0), || work(half, q1, k1, v1, s1));
+            meet(
+                batch,
+                (&mut *dq, &mut *dk, &mut *dv, ds),
+                |(dq, dk, dv, ds), n| {
+                    let (q0, q1) = dq.split_at_mut(n * T * D);
+                    let (k0, k1) = dk.split_at_mut(n * T * D);
+                    let (v0, v1) = dv.split_at_mut(n * T * D);
+                    let (s0, s1) = ds.split_at_mut(n * T * T);
+                    ((q0, k0, v0, s0), (q1, k1, v1, s1))
+                },
+                |b, (dq, dk, dv, ds)| work(b, dq, dk, dv, ds),
+            );
         } else {
             work(0, dq, dk, dv, ds);
         }
