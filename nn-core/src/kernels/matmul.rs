@@ -657,6 +657,11 @@ fn by_row_chunks<E: Float>(
     product: impl Fn(MatRef<'_, E>, OutputView<'_, E>) + Sync,
 ) {
     let m = a.rows;
+    if !second_core_idle() {
+        // Inside another split (a convolution's half batch): one core would take every
+        // piece, each a product of its own with B's panels reused over fewer rows.
+        return product(a, out);
+    }
     if m < MIN_ROW_CHUNKS * CHUNK_ROWS {
         return by_row_halves(a, out, product);
     }
@@ -961,7 +966,7 @@ mod tests {
         // Tall products that both cores take in pieces of rows (`by_row_chunks`): B packed by
         // both cores (two depth blocks at k = 600), a last piece shorter than the others, dot
         // tiles read in place (n <= 12, B transposed); alone, and nested in a `join`, where
-        // one core takes every piece.
+        // the product runs whole on one core.
         for &(m, k, n) in &[
             (200, 128, 100),
             (1000, 64, 40),
