@@ -400,13 +400,21 @@ fn product<E: Float>(
                 || E::packed_gemm(a, b_right, right, accumulate, Triangle::Full),
             );
         }
-        Split::Rows if in_place => by_row_chunks(a, output(c), |a, c| {
+        Split::Rows if in_place => by_row_chunks(a, output(c), k * n, |a, c| {
             E::packed_gemm(a, b, c, accumulate, Triangle::Full)
         }),
-        // B is packed once, by both cores, into panels that both then read.
-        Split::Rows => E::with_partial_sums(packed_len(k, n), |panels| {
-            let b = pack_on_both_cores(b, panels);
-            by_row_chunks(a, output(c), |a, c| E::prepacked_gemm(a, b, c, accumulate))
+        // A small B is packed once, by both cores, into panels that both then read; a larger
+        // one by each core for its half, block by block, as the product goes.
+        Split::Rows if packed_len(k, n) <= SHARED_RHS => {
+            E::with_partial_sums(packed_len(k, n), |panels| {
+                let b = pack_on_both_cores(b, panels);
+                by_row_chunks(a, output(c), packed_len(k, n), |a, c| {
+                    E::prepacked_gemm(a, b, c, accumulate)
+                })
+            })
+        }
+        Split::Rows => by_row_halves(a, output(c), |a, c| {
+            E::packed_gemm(a, b, c, accumulate, Triangle::Full)
         }),
         Split::Whole => E::packed_gemm(a, b, output(c), accumulate, Triangle::Full),
     }
@@ -615,7 +623,9 @@ pub fn matmul_prepacked<E: Float>(
     let out = OutputView::new(c);
     let b = b.panels();
     if m * n * k >= PARALLEL_PRODUCT && m >= 16 {
-        by_row_chunks(a, out, |a, c| E::prepacked_gemm(a, b, c, accumulate));
+        by_row_chunks(a, out, packed_len(k, n), |a, c| {
+            E::prepacked_gemm(a, b, c, accumulate)
+        });
     } else {
         E::prepacked_gemm(a, b, out, accumulate);
     }
@@ -645,15 +655,22 @@ const ROW_CHUNKS: usize = 32;
 const CHUNK_ROWS: usize = 12;
 /// Products with rows for fewer pieces than this take fixed halves.
 const MIN_ROW_CHUNKS: usize = 8;
+/// The most values of B that `by_row_chunks` lets every piece read again (256 KiB of f32,
+/// half this machine's L2): each piece runs over all of B, where halves read B's blocks once
+/// per 96 rows. W7's right operands are at most this size.
+const SHARED_RHS: usize = 1 << 16;
 
 /// Runs `product` on pieces of the rows of A and C, which the two cores take from both ends
 /// until they meet (`parallel::meet`). Fixed halves left one core waiting for the other: the
 /// two cores of this machine run at speeds that vary from moment to moment (a W7 product's
 /// two halves differed by 15% either way in one product out of five). Handing the pieces out
 /// in turn instead was slower than halves.
+///
+/// `b_len` is the number of values of B each piece reads: above `SHARED_RHS`, halves.
 fn by_row_chunks<E: Float>(
     a: MatRef<'_, E>,
     out: OutputView<'_, E>,
+    b_len: usize,
     product: impl Fn(MatRef<'_, E>, OutputView<'_, E>) + Sync,
 ) {
     let m = a.rows;
@@ -662,7 +679,7 @@ fn by_row_chunks<E: Float>(
         // piece, each a product of its own with B's panels reused over fewer rows.
         return product(a, out);
     }
-    if m < MIN_ROW_CHUNKS * CHUNK_ROWS {
+    if m < MIN_ROW_CHUNKS * CHUNK_ROWS || b_len > SHARED_RHS {
         return by_row_halves(a, out, product);
     }
     let chunk = m.div_ceil(ROW_CHUNKS).next_multiple_of(CHUNK_ROWS);
@@ -964,14 +981,16 @@ mod tests {
     #[test]
     fn products_shared_in_row_pieces_match_the_naive_product() {
         // Tall products that both cores take in pieces of rows (`by_row_chunks`): B packed by
-        // both cores (two depth blocks at k = 600), a last piece shorter than the others, dot
-        // tiles read in place (n <= 12, B transposed); alone, and nested in a `join`, where
-        // the product runs whole on one core.
+        // both cores (two depth blocks at k = 520), a last piece shorter than the others, dot
+        // tiles read in place (n <= 12, B transposed), and a B above `SHARED_RHS` (halves,
+        // each core packing its own); alone, and nested in a `join`, where the product runs
+        // whole on one core.
         for &(m, k, n) in &[
             (200, 128, 100),
             (1000, 64, 40),
-            (700, 600, 100),
+            (700, 520, 100),
             (400, 300, 10),
+            (700, 600, 120),
         ] {
             let (a64, b64, a32, b32) = operands(m * k, k * n, 6.0);
             let forms = [(false, false), (true, true), (false, true), (true, false)];
