@@ -98,7 +98,8 @@ fn rows_with_gradient<E: Float>(
     // Three passes over all rows rather than one per row: with few classes a row is shorter
     // than a vector register, and the exponentials of all rows in one loop vectorise.
     // 1: g = x - max of its row. (The row's max and sum take `vector`'s independent
-    // accumulators: a fold is one long dependency chain, a third of W7's loss.)
+    // accumulators: as folds, each was one long dependency chain, and together nearly a
+    // third of the time of W7's loss.)
     for (x, g) in x.chunks_exact(classes).zip(g.chunks_exact_mut(classes)) {
         let max = vector::max(x);
         for (g, x) in g.iter_mut().zip(x) {
