@@ -400,22 +400,26 @@ fn product<E: Float>(
                 || E::packed_gemm(a, b_right, right, accumulate, Triangle::Full),
             );
         }
-        Split::Rows if in_place => by_row_chunks(a, output(c), k * n, |a, c| {
-            E::packed_gemm(a, b, c, accumulate, Triangle::Full)
-        }),
-        // A small B is packed once, by both cores, into panels that both then read; a larger
-        // one by each core for its half, block by block, as the product goes.
-        Split::Rows if packed_len(k, n) <= SHARED_RHS => {
-            E::with_partial_sums(packed_len(k, n), |panels| {
-                let b = pack_on_both_cores(b, panels);
-                by_row_chunks(a, output(c), packed_len(k, n), |a, c| {
-                    E::prepacked_gemm(a, b, c, accumulate)
+        Split::Rows => {
+            let rows_of = |a: MatRef<'_, E>, c: OutputView<'_, E>| {
+                E::packed_gemm(a, b, c, accumulate, Triangle::Full)
+            };
+            let packed = packed_len(k, n);
+            if in_place {
+                by_row_chunks(a, output(c), k * n, rows_of)
+            } else if packed <= SHARED_RHS {
+                // A small B is packed once, by both cores, into panels that both then read.
+                E::with_partial_sums(packed, |panels| {
+                    let b = pack_on_both_cores(b, panels);
+                    by_row_chunks(a, output(c), packed, |a, c| {
+                        E::prepacked_gemm(a, b, c, accumulate)
+                    })
                 })
-            })
+            } else {
+                // A larger one by each core for its half, block by block, as the product goes.
+                by_row_halves(a, output(c), rows_of)
+            }
         }
-        Split::Rows => by_row_halves(a, output(c), |a, c| {
-            E::packed_gemm(a, b, c, accumulate, Triangle::Full)
-        }),
         Split::Whole => E::packed_gemm(a, b, output(c), accumulate, Triangle::Full),
     }
 }
